@@ -1,0 +1,51 @@
+# The course's commands. Each creates .venv when it is missing and installs the locked versions into it;
+# a fresh machine needs only python3 (3.11 or 3.12) and make.
+#   make course   execute every solution notebook (default scale) and write build/course/report.md
+#   make test     the tests: unit tests, exercise/solution sync, hygiene, every notebook at the tiny scale
+#   make lab      JupyterLab on the course
+# Another Python: make test PYTHON=python3.12 VENV=.venv-3.12
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+UV_TOOL := .tools/bin/uv
+UV := $(shell command -v uv 2>/dev/null || echo $(UV_TOOL))
+JOBS ?= 2
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+export PYTHONHASHSEED ?= 0
+
+.PHONY: course test lab exercises solutions check-exercises install clean
+
+install: $(VENV)/.installed
+
+$(UV_TOOL):
+	$(PYTHON) -m venv .tools
+	.tools/bin/python -m pip install -q --disable-pip-version-check "uv>=0.5"
+
+$(VENV)/.installed: pyproject.toml uv.lock | $(UV)
+	UV_PROJECT_ENVIRONMENT=$(VENV) $(UV) sync --frozen --all-extras --python $(PYTHON)
+	touch $@
+
+course: install
+	$(PY) -m utils.runner course $(if $(SCALE),--scale $(SCALE))
+
+test: install
+	$(PY) -m utils.exercises --check
+	$(PY) -m utils.runner prepare-tests --scale tiny --out build/nbtest
+	$(PY) -m pytest -n $(JOBS) --dist loadfile --nbval-lax --nbval-current-env \
+		--nbval-cell-timeout=600 tests build/nbtest
+
+lab: install
+	$(VENV)/bin/jupyter lab solutions
+
+# Maintainers: regenerate notebooks/ (and the buttons and setup cells) from solutions/.
+exercises: install
+	$(PY) -m utils.exercises
+
+# Maintainers: re-execute the solutions in place at their default scale, then regenerate notebooks/.
+solutions: install
+	$(PY) -m utils.runner refresh
+	$(PY) -m utils.exercises
+
+clean:
+	rm -rf build .pytest_cache
