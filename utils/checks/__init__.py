@@ -1,0 +1,62 @@
+"""Self-checks for the exercises: each says plainly whether an answer is right, and if not, what is wrong.
+
+A lesson's checks live in ``utils.checks.lNN``; a notebook calls one on the learner's function and
+sees a single line. An answer that is not written yet (``NotImplementedError``) is reported as such,
+never as an error, so the notebook runs on with the reference implementation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+Status = Literal["correct", "wrong", "not attempted"]
+_ICONS = {"correct": "✅", "wrong": "❌", "not attempted": "⏳"}
+
+
+class Wrong(AssertionError):
+    """Raised by a check to say what is wrong with an answer (the message is shown to the learner)."""
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """The verdict on one answer: its status and the sentence shown to the learner."""
+
+    exercise: str
+    status: Status
+    message: str
+
+    @property
+    def passed(self) -> bool:
+        """True only for a correct answer."""
+        return self.status == "correct"
+
+    def __bool__(self) -> bool:
+        return self.passed
+
+    def __repr__(self) -> str:
+        return f"{_ICONS[self.status]} {self.exercise}: {self.message}"
+
+
+def run_check(exercise: str, check: Callable[[Any], str], answer: Any, fallback: str) -> CheckResult:
+    """Run ``check(answer)``, which returns a success sentence or raises :class:`Wrong`.
+
+    ``fallback`` names the reference implementation the lesson uses when the answer is missing.
+    Any other exception from the learner's code is reported with its type and message.
+    """
+    try:
+        praise = check(answer)
+    except NotImplementedError:
+        return CheckResult(exercise, "not attempted", f"not written yet; the lesson goes on with {fallback}")
+    except Wrong as err:
+        return CheckResult(exercise, "wrong", str(err))
+    except Exception as err:  # the learner's code failed: say how, not a traceback
+        return CheckResult(exercise, "wrong", f"your code raised {type(err).__name__}: {err}")
+    return CheckResult(exercise, "correct", praise)
+
+
+def expect(condition: bool, message: str) -> None:
+    """Raise :class:`Wrong` with ``message`` unless ``condition`` holds."""
+    if not condition:
+        raise Wrong(message)
