@@ -36,7 +36,7 @@ test: install
 		--nbval-cell-timeout=600 tests build/nbtest
 
 lab: install
-	$(VENV)/bin/jupyter lab solutions
+	$(VENV)/bin/jupyter lab
 
 # Maintainers: regenerate notebooks/ (and the buttons and setup cells) from solutions/.
 exercises: install

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from utils import notebooks
-from utils.colab import BUTTONS_TAG, SETUP_TAG, buttons_markdown, github_path, setup_source
+from utils.colab import BUTTONS_TAG, SETUP_TAG, buttons_markdown, colab_extras, github_path, setup_source
 from utils.config import REPOSITORY_URL
 
 SOLUTIONS = notebooks.lesson_notebooks()
@@ -34,7 +34,7 @@ def test_anatomy(path: Path) -> None:
     assert first.cell_type == "markdown" and first.source.startswith(f"# {path.name[:2]} · "), "title '# NN · Title'"
     assert nb.cells[1].source == buttons_markdown(path.name) and BUTTONS_TAG in notebooks.tags(nb.cells[1])
     setup = notebooks.find_tagged(nb, SETUP_TAG)
-    assert len(setup) == 1 and nb.cells[setup[0]].source == setup_source()
+    assert len(setup) == 1 and nb.cells[setup[0]].source == setup_source(colab_extras(nb.metadata))
     params = notebooks.parameters_index(nb, path.name)
     assert setup[0] < params, "the setup cell comes before the parameters cell"
     assert {"SEED", "SCALE"} <= set(notebooks.parameter_names(nb.cells[params].source))
@@ -85,3 +85,11 @@ def test_readme_buttons_use_the_configured_url() -> None:
     repo = github_path(REPOSITORY_URL)
     links = re.findall(r"colab\.research\.google\.com/github/([^/]+/[^/]+)/", readme)
     assert links and set(links) == {repo}, "README's Colab buttons must point at utils.config.REPOSITORY_URL"
+
+
+def test_setup_cell_installs_colab_extras() -> None:
+    source = setup_source(["keras-tuner"])
+    assert "    %pip install -q keras-tuner\n" in source
+    assert "keras-tuner" not in setup_source()
+    with pytest.raises(ValueError, match="colab_pip"):
+        colab_extras({"course": {"colab_pip": "keras-tuner"}})

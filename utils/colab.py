@@ -39,9 +39,19 @@ def buttons_markdown(filename: str, url: str = REPOSITORY_URL, branch: str = BRA
     )
 
 
-def setup_source(url: str = REPOSITORY_URL, branch: str = BRANCH) -> str:
-    """The setup cell: on Colab, clone the course and install only its package; then show the versions."""
+def colab_extras(metadata: dict) -> list[str]:
+    """Packages a notebook needs on Colab beyond what Colab ships (``metadata.course.colab_pip``)."""
+    extras = metadata.get("course", {}).get("colab_pip", [])
+    if not isinstance(extras, list) or not all(isinstance(e, str) and e.strip() for e in extras):
+        raise ValueError(f"metadata course.colab_pip must be a list of package names, got {extras!r}")
+    return extras
+
+
+def setup_source(extras: list[str] | tuple[str, ...] = (), url: str = REPOSITORY_URL, branch: str = BRANCH) -> str:
+    """The setup cell: on Colab, clone the course and install its package (plus ``extras``, packages
+    Colab lacks); then show the versions."""
     github_path(url)  # validates the URL
+    extra_line = f"    %pip install -q {' '.join(extras)}\n" if extras else ""
     return (
         "# Setup. On Colab: fetch the course and install its package only (TensorFlow, Keras and NumPy\n"
         "# stay as Colab ships them). Locally, `make lab` has installed everything already.\n"
@@ -50,6 +60,7 @@ def setup_source(url: str = REPOSITORY_URL, branch: str = BRANCH) -> str:
         'if "google.colab" in sys.modules:\n'
         f"    !git clone -q --depth 1 -b {branch} {url} {COLAB_CHECKOUT} 2>/dev/null || true\n"
         f"    %pip install -q --no-deps -e {COLAB_CHECKOUT}\n"
+        f"{extra_line}"
         f'    sys.path.insert(0, "{COLAB_CHECKOUT}")\n'
         "\n"
         "from utils.runtime import show_environment\n"

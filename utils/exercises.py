@@ -28,6 +28,7 @@ from utils.colab import (
     SYLLABUS_END,
     SYLLABUS_START,
     buttons_markdown,
+    colab_extras,
     setup_source,
     syllabus_table,
 )
@@ -114,7 +115,8 @@ def _compiles(source: str, where: str) -> None:
 
 def sync_generated_cells(nb: nbformat.NotebookNode, filename: str) -> None:
     """Rewrite the buttons and setup cells from the configured repository URL."""
-    for tag, source in ((BUTTONS_TAG, buttons_markdown(filename)), (SETUP_TAG, setup_source())):
+    setup = setup_source(colab_extras(nb.metadata))
+    for tag, source in ((BUTTONS_TAG, buttons_markdown(filename)), (SETUP_TAG, setup)):
         found = notebooks.find_tagged(nb, tag)
         if len(found) != 1:
             raise ExerciseFormatError(f"{filename} must have exactly one cell tagged {tag!r}, found {len(found)}")
