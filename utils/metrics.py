@@ -306,7 +306,9 @@ def _relevance_matrix(relevant: Any, shape: tuple[int, int]) -> np.ndarray:
     flat: Iterable[Any] = (item for items in per_user for item in items)
     items = np.fromiter(flat, dtype=np.float64, count=sum(lengths))
     if items.size and (np.any(items != np.round(items)) or items.min() < 0 or items.max() >= n_items):
-        raise ValueError(f"relevant item indices must be integers in [0, {n_items}), got {items.min():g}..{items.max():g}")
+        raise ValueError(
+            f"relevant item indices must be integers in [0, {n_items}), got {items.min():g}..{items.max():g}"
+        )
     matrix = np.zeros(shape)
     matrix[np.repeat(np.arange(n_users), lengths), items.astype(np.int64)] = 1.0
     return matrix
@@ -398,8 +400,8 @@ def ranking_metrics_from_frame(
         raise KeyError(f"the frame has no column(s) {missing}; it has {list(frame.columns)}{hint}")
     if frame.empty:
         raise ValueError("the frame is empty: there is nothing to rank")
-    score = _vector(frame[score_col], score_col)
-    label = _vector(frame[label_col], label_col)
+    score = _vector(frame[score_col], f"column {score_col!r}")
+    label = _vector(frame[label_col], f"column {label_col!r}")
     if (label < 0).any():
         raise ValueError(f"{label_col!r} must be >= 0 (0 = not relevant)")
     users, _ = _groups(frame[user_col])
