@@ -559,3 +559,20 @@ def test_oracle_metrics_on_a_mask_and_on_one_class(tiny: ShopSimData) -> None:
     assert math.isnan(unclicked["ctr_auc"]) and math.isnan(unclicked["cvr_auc_clicked"])
     assert math.isnan(unclicked["rating_rmse"]) and math.isnan(unclicked["cvr_logloss_clicked"])
     assert unclicked["ctr_logloss"] > 0
+
+
+def test_with_features_joins_observable_columns_only() -> None:
+    data = generate(scale="tiny", seed=3)
+    joined = data.with_features()
+    row = joined.iloc[123]
+    item = data.items.iloc[int(row["item_id"])]
+    user = data.users.iloc[int(row["user_id"])]
+    assert row["brand_id"] == item["brand_id"] and row["price"] == item["price"]
+    assert (pd.isna(row["purchasing_power"]) and pd.isna(user["purchasing_power"])) or row["purchasing_power"] == user["purchasing_power"]
+    assert joined["purchasing_power"].isna().mean() == pytest.approx(
+        data.users["purchasing_power"].isna().to_numpy()[data.impressions["user_id"]].mean())
+    assert len(joined) == len(data.impressions) and "true_price_band" not in joined
+    with pytest.raises(ValueError, match="ground truth"):
+        data.with_features(item_columns=("true_quality",))
+    with pytest.raises(KeyError, match="no column"):
+        data.with_features(user_columns=("income",))

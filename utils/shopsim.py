@@ -344,6 +344,31 @@ class ShopSimData:
     latent: dict[str, np.ndarray] = field(repr=False)
     generation_s: float = 0.0
 
+    def with_features(
+        self,
+        item_columns: tuple[str, ...] = ("category_id", "top_category_id", "brand_id", "shop_id", "price"),
+        user_columns: tuple[str, ...] = ("age_band", "city_tier", "purchasing_power"),
+    ) -> pd.DataFrame:
+        """The impressions with observable item and user attributes joined on, ready for feature specs.
+
+        Only observable columns may be joined (ground truth raises), so no truth leaks in by a join.
+        """
+        leaked = sorted((set(item_columns) | set(user_columns)) & GROUND_TRUTH_COLUMNS)
+        if leaked:
+            raise ValueError(f"{leaked} are ground truth: models must not see them as features")
+        for frame, columns, what in ((self.items, item_columns, "items"), (self.users, user_columns, "users")):
+            missing = sorted(set(columns) - set(frame.columns))
+            if missing:
+                raise KeyError(f"the {what} frame has no column(s) {missing}")
+        out = self.impressions.copy()
+        item_index = out["item_id"].to_numpy()
+        user_index = out["user_id"].to_numpy()
+        for column in item_columns:  # ids are positions in the items and users frames
+            out[column] = self.items[column].to_numpy()[item_index]
+        for column in user_columns:
+            out[column] = self.users[column].array.take(user_index)
+        return out
+
     def summary(self) -> dict[str, Any]:
         """Headline numbers of the log: sizes, funnel rates, rating mean, markets, graph and timing."""
         imp = self.impressions
