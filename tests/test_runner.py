@@ -61,7 +61,7 @@ def test_course_report_lists_lessons_and_metrics() -> None:
     text = runner.course_report(
         [runner.RunResult("00_setup", 3.2, True, {"gpus": 0, "auc": 0.7512345}),
          runner.RunResult("01_data", 5.0, False, {}, "ValueError: boom")], "tiny")
-    assert "| 00_setup | ok | 3.2 | 2 |" in text and "| 01_data | FAILED | 5.0 | 0 |" in text
+    assert "| 00_setup | ok | 3.2 | 2 | no ranges |" in text and "| 01_data | FAILED | 5.0 | 0 | no ranges |" in text
     assert "| auc | 0.751235 |" in text and "Total run time: 8.2 s." in text and "ValueError: boom" in text
 
 
@@ -76,3 +76,27 @@ def test_prepare_tests_writes_copies_with_checks(tmp_path: Path) -> None:
     assert "check_expected" not in exercise.cells[-1].source
     with pytest.raises(ValueError, match="unknown scale"):
         runner.prepare_tests("huge", tmp_path)
+
+
+def test_test_parameters_name_real_notebooks_and_parameters(tmp_path: Path) -> None:
+    table = runner.test_parameters("tiny")
+    stems = {p.stem for p in notebooks.lesson_notebooks()}
+    assert set(table) <= stems, f"tests/notebook_parameters.toml names unknown notebooks: {set(table) - stems}"
+    runner.prepare_tests("tiny", tmp_path)
+    for stem, values in table.items():
+        text = (tmp_path / "solutions" / f"{stem}.ipynb").read_text(encoding="utf-8")
+        for key, value in values.items():
+            assert f"{key} = {value!r}" in text
+
+
+def test_test_parameters_missing_file_is_empty(tmp_path: Path) -> None:
+    assert runner.test_parameters("tiny", tmp_path / "none.toml") == {}
+
+
+def test_expectation_problems_at_a_scale() -> None:
+    assert runner.expectation_problems("no_such_lesson", "tiny", {}) is None
+    problems = runner.expectation_problems("00_setup", "tiny", {"gpus": 0, "keras_log_loss": 0.5})
+    assert problems and any("keras_log_loss" in p for p in problems) and any("not recorded" in p for p in problems)
+    result = runner.RunResult("00_setup", 1.0, True, {}, problems=["x is above the expected maximum 1"])
+    text = runner.course_report([result], "tiny")
+    assert "| 1 outside |" in text and "- x is above the expected maximum 1" in text

@@ -15,6 +15,7 @@ import json
 import shutil
 import sys
 import time
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from nbclient.exceptions import CellExecutionError
 from tqdm.auto import tqdm
 
 from utils import notebooks, report
-from utils.config import check_scale, repo_root
+from utils.config import DEFAULT_SCALE, check_scale, repo_root
 
 CHECK_TAG = "metric-checks"
 #: Seconds one cell may run before the runner gives up on it.
@@ -60,6 +61,8 @@ class RunResult:
     ok: bool
     metrics: dict[str, float | int] = field(default_factory=dict)
     error: str = ""
+    #: Recorded metrics outside the ranges of ``tests/expected_metrics.toml`` for this scale (None: no table).
+    problems: list[str] | None = None
 
 
 def _select(only: list[str] | None) -> list[Path]:
@@ -105,6 +108,12 @@ def run_one(path: Path, params: dict[str, object], out: Path) -> RunResult:
     return RunResult(path.stem, seconds, not error, report.read_metrics(out / path.name), error)
 
 
+def expectation_problems(name: str, scale: str | None, metrics: dict[str, float | int]) -> list[str] | None:
+    """What misses the expected ranges for ``name`` at ``scale`` (None when no ranges are written down)."""
+    table = report.load_expectations().get(name, {}).get(scale or DEFAULT_SCALE)
+    return None if table is None else report.compare(metrics, table)
+
+
 def course_report(results: list[RunResult], scale: str) -> str:
     """The course report in Markdown: one section per lesson, with its run time and recorded metrics."""
     total = sum(r.seconds for r in results)
@@ -113,16 +122,20 @@ def course_report(results: list[RunResult], scale: str) -> str:
         "",
         f"Scale `{scale}`; every solution notebook executed in a fresh kernel by `make course`.",
         "",
-        "| lesson | status | run time (s) | metrics recorded |",
-        "|---|---|---:|---:|",
+        "| lesson | status | run time (s) | metrics recorded | within expected ranges |",
+        "|---|---|---:|---:|---|",
     ]
     for r in results:
-        lines.append(f"| {r.name} | {'ok' if r.ok else 'FAILED'} | {r.seconds:.1f} | {len(r.metrics)} |")
+        ranges = "no ranges" if r.problems is None else ("yes" if not r.problems else f"{len(r.problems)} outside")
+        lines.append(f"| {r.name} | {'ok' if r.ok else 'FAILED'} | {r.seconds:.1f} | {len(r.metrics)} | {ranges} |")
     lines += ["", f"Total run time: {total:.1f} s.", ""]
     for r in results:
         lines += [f"## {r.name}", ""]
         if r.error:
             lines += [f"Failed: `{r.error}`", ""]
+        if r.problems:
+            lines += ["Outside the expected ranges (tests/expected_metrics.toml):", ""]
+            lines += [f"- {p}" for p in r.problems] + [""]
         if r.metrics:
             lines += ["| metric | value |", "|---|---:|"]
             lines += [f"| {k} | {v:.6g} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in r.metrics.items()]
@@ -139,7 +152,10 @@ def course(scale: str | None, out: Path, only: list[str] | None) -> int:
     for path in bar:
         bar.set_postfix_str(path.stem)
         result = run_one(path, params, out)
+        result.problems = expectation_problems(result.name, scale, result.metrics)
         status = "ok" if result.ok else f"FAILED: {result.error}"
+        if result.problems:
+            status += f"; outside expected ranges: {'; '.join(result.problems)}"
         tqdm.write(f"{path.stem}: {result.seconds:.1f} s, {len(result.metrics)} metrics, {status}")
         results.append(result)
     label = scale or "each notebook's default"
@@ -153,15 +169,24 @@ def course(scale: str | None, out: Path, only: list[str] | None) -> int:
     return 0 if all(r.ok for r in results) else 1
 
 
+def test_parameters(scale: str, path: Path | None = None) -> dict[str, dict[str, object]]:
+    """Per-notebook parameters the tests set at ``scale`` beyond SCALE (``tests/notebook_parameters.toml``)."""
+    path = path or repo_root() / "tests" / "notebook_parameters.toml"
+    if not path.exists():
+        return {}
+    return tomllib.loads(path.read_text(encoding="utf-8")).get(scale, {})
+
+
 def prepare_tests(scale: str, out: Path) -> int:
     """Write test copies of solutions and exercises at ``scale``; solutions end with their metric checks."""
     check_scale(scale)
+    extra = test_parameters(scale)
     if out.exists():
         shutil.rmtree(out)
     count = 0
     for folder in (notebooks.solutions_dir(), notebooks.exercises_dir()):
         for path in notebooks.lesson_notebooks(folder):
-            nb = prepared(path, {"SCALE": scale})
+            nb = prepared(path, {"SCALE": scale, **extra.get(path.stem, {})})
             if folder == notebooks.solutions_dir():
                 notebooks.append_code(
                     nb, f"from utils.report import check_expected\n\ncheck_expected({path.stem!r}, scale={scale!r})",
