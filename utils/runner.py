@@ -94,6 +94,12 @@ def execute(nb: nbformat.NotebookNode, cwd: Path, timeout: int = CELL_TIMEOUT) -
     client.execute()
 
 
+def _last_line(err: Exception) -> str:
+    """The last line of a cell error (the exception itself), or its type when the message is empty."""
+    text = str(err).strip()
+    return text.splitlines()[-1] if text else type(err).__name__
+
+
 def run_one(path: Path, params: dict[str, object], out: Path) -> RunResult:
     """Execute one solution notebook with ``params`` into ``out``; never raises for a failing cell."""
     nb = prepared(path, params)
@@ -102,7 +108,7 @@ def run_one(path: Path, params: dict[str, object], out: Path) -> RunResult:
     try:
         execute(nb, cwd=path.parent)
     except CellExecutionError as err:
-        error = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
+        error = _last_line(err)
     seconds = time.perf_counter() - start
     notebooks.write(nb, out / path.name)
     return RunResult(path.stem, seconds, not error, report.read_metrics(out / path.name), error)
@@ -207,7 +213,7 @@ def refresh(only: list[str] | None) -> int:
         try:
             execute(nb, cwd=path.parent)
         except CellExecutionError as err:
-            failed.append(f"{path.name}: {str(err).strip().splitlines()[-1]}")
+            failed.append(f"{path.name}: {_last_line(err)}")
             continue
         for cell in nb.cells:
             cell.get("metadata", {}).pop("execution", None)
