@@ -3,6 +3,7 @@
 #   make course   execute every solution notebook (default scale) and write build/course/report.md
 #   make test     the tests: unit tests, exercise/solution sync, hygiene, every notebook at the tiny scale
 #   make lab      JupyterLab on the course
+#   make bench    our multi-task models against DeepCTR's: throughput, memory, AUC
 # Another Python: make test PYTHON=python3.12 VENV=.venv-3.12
 
 PYTHON ?= python3
@@ -14,7 +15,7 @@ JOBS ?= 2
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONHASHSEED ?= 0
 
-.PHONY: course test lab exercises solutions check-exercises install clean
+.PHONY: course test lab bench exercises solutions check-exercises install clean
 
 install: $(VENV)/.installed
 
@@ -23,7 +24,7 @@ $(UV_TOOL):
 	.tools/bin/python -m pip install -q --disable-pip-version-check "uv>=0.5"
 
 $(VENV)/.installed: pyproject.toml uv.lock | $(UV)
-	UV_PROJECT_ENVIRONMENT=$(VENV) $(UV) sync --frozen --all-extras --python $(PYTHON)
+	UV_PROJECT_ENVIRONMENT=$(VENV) $(UV) sync --frozen --extra notebooks --extra test --python $(PYTHON)
 	touch $@
 
 course: install
@@ -37,6 +38,16 @@ test: install
 
 lab: install
 	$(VENV)/bin/jupyter lab
+
+# Our Shared-Bottom, MMoE, PLE and ESMM against DeepCTR's on the same data, in a separate environment
+# (.venv-bench) so that DeepCTR never enters the course's own.
+BENCH_VENV ?= .venv-bench
+$(BENCH_VENV)/.installed: pyproject.toml uv.lock | $(UV)
+	UV_PROJECT_ENVIRONMENT=$(BENCH_VENV) $(UV) sync --frozen --extra bench --python $(PYTHON)
+	touch $@
+
+bench: $(BENCH_VENV)/.installed
+	$(BENCH_VENV)/bin/python -m utils.bench $(BENCH_ARGS)
 
 # Maintainers: regenerate notebooks/ (and the buttons and setup cells) from solutions/.
 exercises: install
