@@ -284,11 +284,20 @@ def encode_features(spec: FeatureSpec, inputs: Mapping[str, Any]) -> dict[str, A
     return encoded
 
 
-def build_inputs(spec: FeatureSpec) -> tuple[dict[str, keras.KerasTensor], keras.KerasTensor]:
+def build_inputs(spec: FeatureSpec | int) -> tuple[Any, keras.KerasTensor]:
     """The raw inputs of a model (one scalar per example and feature) and their concatenated encoding.
 
-    Build one model's inputs once and share the returned representation among its tasks.
+    Build one model's inputs once and share the returned representation among its tasks. An int ``d``
+    instead of a spec gives one dense float input of width ``d`` named ``x`` (synthetic data, lesson 05),
+    which is both the input and its representation.
     """
+    if isinstance(spec, (int, np.integer)) and not isinstance(spec, bool):
+        if spec < 1:
+            raise ValueError(f"a dense input needs a width >= 1, got {spec}")
+        dense = keras.Input(shape=(int(spec),), dtype="float32", name="x")
+        return dense, dense
+    if not isinstance(spec, FeatureSpec):
+        raise TypeError(f"inputs must be a FeatureSpec (utils.models.feature_spec) or an int width, got {type(spec).__name__}")
     inputs = {f.name: keras.Input(shape=(), dtype=f.dtype, name=f.name) for f in spec}
     parts = list(encode_features(spec, inputs).values())
     x = parts[0] if len(parts) == 1 else keras.layers.Concatenate(name="features")(parts)
@@ -420,14 +429,16 @@ def _head(task: Task, x: Any) -> Any:
 
 
 def single_task_model(
-    spec: FeatureSpec,
+    spec: FeatureSpec | int,
     task: Task,
     hidden: Sequence[int] = (128, 64),
     dropout: float = 0.0,
     l2: float = 0.0,
     name: str | None = None,
 ) -> keras.Model:
-    """Inputs -> embeddings -> MLP (``hidden_dense_i``) -> ``head_<task>``; output ``{task.name: ...}``."""
+    """Inputs -> embeddings -> MLP (``hidden_dense_i``) -> ``head_<task>``; output ``{task.name: ...}``.
+
+    ``spec`` may be an int width for a dense float input (see :func:`build_inputs`)."""
     (task,) = _check_tasks([task])
     inputs, x = build_inputs(spec)
     x = mlp(hidden, dropout=dropout, l2=l2, name="hidden")(x)
@@ -435,7 +446,7 @@ def single_task_model(
 
 
 def shared_bottom_model(
-    spec: FeatureSpec,
+    spec: FeatureSpec | int,
     tasks: Sequence[Task],
     bottom: Sequence[int] = (128,),
     tower: Sequence[int] | Mapping[str, Sequence[int]] = (64,),
@@ -448,6 +459,7 @@ def shared_bottom_model(
     and a head (``head_<task>``).
 
     Outputs a dict keyed by task name. Every task's gradient flows into the shared bottom and embeddings.
+    ``spec`` may be an int width for a dense float input (see :func:`build_inputs`).
     """
     tasks = _check_tasks(tasks)
     if isinstance(tower, Mapping):
