@@ -39,14 +39,11 @@ def _softmax(z: np.ndarray) -> np.ndarray:
 
 def _bank_numpy(bank: ExpertBank, x: np.ndarray) -> np.ndarray:
     """The experts one by one, as separate Dense + ReLU stacks would compute them."""
-    weights = [w.numpy() for w in bank.weights]
-    k1, b1 = weights[0], weights[1]
-    e, u1 = bank.num_experts, bank.units[0]
     out = []
-    for j in range(e):
-        h = _relu(x @ k1[:, j * u1:(j + 1) * u1] + b1[j * u1:(j + 1) * u1])
-        for k, b in zip(weights[2::2], weights[3::2]):
-            h = _relu(h @ k[j] + b[j])
+    for kernels, biases in zip(bank.kernels, bank.biases):
+        h = x
+        for k, b in zip(kernels, biases):
+            h = _relu(h @ k.numpy() + b.numpy())
         out.append(h)
     return np.stack(out, axis=1)
 

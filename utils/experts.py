@@ -5,9 +5,8 @@ RecSys 2020), and model builders that put them between the inputs and the task t
     >>> compile_model(model, tasks).fit(...)
     >>> gate_weights(model, feature_arrays(test, spec))   # {task: (n, n_experts) softmax weights}
 
-Each layer keeps a bank of experts as stacked kernels (all experts of a level in one matrix product,
-not one ``Dense`` per expert: the same function, several times faster on a CPU) and one softmax gate
-per task over the experts it may use. Every layer is serializable, so a model saved as ``.keras`` loads
+Each layer keeps a bank of experts (small MLPs whose outputs are stacked) and one softmax gate per task
+over the experts it may use. Every layer is serializable, so a model saved as ``.keras`` loads
 without this module's help beyond the import that registers the classes.
 """
 
@@ -68,8 +67,9 @@ class ExpertBank(keras.layers.Layer):
     """``num_experts`` MLPs (Dense + ReLU at every width) applied to the same input: (batch, d) ->
     (batch, num_experts, units[-1]).
 
-    The first layer of all experts is one (d, E·u) matrix product; deeper layers are one batched
-    product over the experts. Equivalent to E separate ``Dense`` stacks, with E times fewer ops.
+    One small matrix product per expert and layer: on a CPU this trained about twice as fast as
+    fusing the experts into one wide product or a batched ``einsum``, whose reshapes and gradient
+    bookkeeping cost more than they save at these sizes.
     """
 
     def __init__(self, num_experts: int, units: Sequence[int] | int = (64,), **kwargs: Any) -> None:
@@ -78,23 +78,23 @@ class ExpertBank(keras.layers.Layer):
         self.units = _units(units, self.name)
 
     def build(self, input_shape: Any) -> None:
-        d = int(input_shape[-1])
-        e, first = self.num_experts, self.units[0]
-        self.kernels = [self.add_weight(shape=(d, e * first), initializer="glorot_uniform", name="kernel_1")]
-        self.biases = [self.add_weight(shape=(e * first,), initializer="zeros", name="bias_1")]
-        for i, (u_in, u_out) in enumerate(zip(self.units[:-1], self.units[1:]), start=2):
-            # glorot for a (u_in, u_out) matrix, per expert
-            limit = float(np.sqrt(6.0 / (u_in + u_out)))
-            init = keras.initializers.RandomUniform(-limit, limit)
-            self.kernels.append(self.add_weight(shape=(e, u_in, u_out), initializer=init, name=f"kernel_{i}"))
-            self.biases.append(self.add_weight(shape=(e, u_out), initializer="zeros", name=f"bias_{i}"))
+        widths = (int(input_shape[-1]), *self.units)
+        self.kernels: list[list[Any]] = []
+        self.biases: list[list[Any]] = []
+        for e in range(self.num_experts):
+            self.kernels.append([self.add_weight(shape=(a, b), initializer="glorot_uniform", name=f"expert_{e}_kernel_{i}")
+                                 for i, (a, b) in enumerate(zip(widths[:-1], widths[1:]), start=1)])
+            self.biases.append([self.add_weight(shape=(b,), initializer="zeros", name=f"expert_{e}_bias_{i}")
+                                for i, b in enumerate(widths[1:], start=1)])
 
     def call(self, x: Any) -> Any:
-        h = ops.relu(ops.matmul(x, self.kernels[0]) + self.biases[0])
-        h = ops.reshape(h, (-1, self.num_experts, self.units[0]))
-        for kernel, bias in zip(self.kernels[1:], self.biases[1:]):
-            h = ops.relu(ops.einsum("beu,euv->bev", h, kernel) + bias)
-        return h
+        outputs = []
+        for kernels, biases in zip(self.kernels, self.biases):
+            h = x
+            for kernel, bias in zip(kernels, biases):
+                h = ops.relu(ops.matmul(h, kernel) + bias)
+            outputs.append(h)
+        return ops.stack(outputs, axis=1)
 
     def compute_output_shape(self, input_shape: Any) -> tuple[Any, ...]:
         return (input_shape[0], self.num_experts, self.units[-1])
