@@ -32,6 +32,14 @@ def test_record_rejects_bad_values(kwargs: dict, error: type) -> None:
         report.record_metrics(**kwargs)
 
 
+def test_record_accepts_a_decimal_setting_in_a_name_and_refuses_others() -> None:
+    report.record_metrics(**{"synth_mmoe_loss_p0.5": 0.25, "gate_distance_rho_neg0.5": 0.1})
+    assert report.recorded()["synth_mmoe_loss_p0.5"] == 0.25
+    for name in ("bad name", "1st", "loss.", "a..b", "loss-p0.5"):
+        with pytest.raises(ValueError, match="identifier"):
+            report.record_metrics(**{name: 1.0})
+
+
 def _saved_notebook(tmp_path: Path) -> Path:
     nb = nbformat.v4.new_notebook()
     cell = nbformat.v4.new_code_cell("record_metrics(...)")

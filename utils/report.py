@@ -24,10 +24,18 @@ METRICS_MIME = "application/vnd.mtl-course.metrics+json"
 _RECORDED: dict[str, float | int] = {}
 
 
+def _valid_name(name: str) -> bool:
+    """A Python identifier, optionally with dots between digits for a setting (``synth_mmoe_loss_p0.5``)."""
+    head, *rest = name.split(".")
+    return head.isidentifier() and all(part and (part.isalnum() or part.replace("_", "").isalnum()) and part.isascii()
+                                       for part in rest)
+
+
 def _clean(name: str, value: Any) -> float | int:
     """Turn a metric into a plain finite int or float, or say why it cannot be one."""
-    if not name.isidentifier():
-        raise ValueError(f"metric name {name!r} must look like a Python identifier (letters, digits, _)")
+    if not _valid_name(name):
+        raise ValueError(f"metric name {name!r} must look like a Python identifier (letters, digits, _), "
+                         "optionally with a decimal setting such as p0.5")
     if hasattr(value, "item"):  # numpy and tensorflow scalars
         value = value.item()
     if isinstance(value, bool) or not isinstance(value, int | float):
