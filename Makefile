@@ -4,6 +4,7 @@
 #   make test     the tests: unit tests, exercise/solution sync, hygiene, every notebook at the tiny scale
 #   make lab      JupyterLab on the course
 #   make bench    our multi-task models against DeepCTR's: throughput, memory, AUC
+#   make gpu-check  every solution at the full scale on a GPU: wall time and device per notebook
 # Another Python: make test PYTHON=python3.12 VENV=.venv-3.12
 
 PYTHON ?= python3
@@ -15,7 +16,7 @@ JOBS ?= 2
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONHASHSEED ?= 0
 
-.PHONY: course test lab bench exercises solutions check-exercises install clean
+.PHONY: course test lab bench gpu-check exercises solutions check-exercises install clean
 
 install: $(VENV)/.installed
 
@@ -48,6 +49,10 @@ $(BENCH_VENV)/.installed: pyproject.toml uv.lock | $(UV)
 
 bench: $(BENCH_VENV)/.installed
 	$(BENCH_VENV)/bin/python -m utils.bench $(BENCH_ARGS)
+
+# On a machine with a GPU: every solution at the full scale, with its wall time and device (build/gpu-check/).
+gpu-check: install
+	$(PY) -m utils.gpu_check $(GPU_CHECK_ARGS)
 
 # Maintainers: regenerate notebooks/ (and the buttons and setup cells) from solutions/.
 exercises: install

@@ -1,0 +1,73 @@
+"""The system's ranker: its log and features, training, and .keras round trips, float32 and int8-quantised."""
+
+from __future__ import annotations
+
+import warnings
+
+import keras
+import numpy as np
+import pytest
+
+from utils import ranker
+from utils.datasets import load_dataset
+from utils.models import feature_arrays
+from utils.splits import temporal_split
+
+
+@pytest.fixture(scope="module")
+def data():
+    log = ranker.ranking_log(load_dataset("shopsim", scale="tiny", seed=3))
+    train, _, test = temporal_split(log, 3, 3)
+    return train, test, ranker.ranker_spec(train, embedding_dim=4)
+
+
+def test_ranking_log_masks_the_cvr_label(data) -> None:
+    train, _, spec = data
+    assert train.loc[train["click"] == 0, "cvr_label"].isna().all()
+    assert (train.loc[train["click"] == 1, "cvr_label"] == train.loc[train["click"] == 1, "purchase"]).all()
+    assert spec.names == [*ranker.USER_FEATURES, *ranker.ITEM_FEATURES, "price"]
+    assert "position" not in spec.names
+
+
+@pytest.fixture(scope="module")
+def trained(data):
+    train, _, spec = data
+    return ranker.train_ranker(train, spec, epochs=1, batch_size=1024, seed=5)
+
+
+def test_train_ranker_is_seeded_and_round_trips(data, trained, tmp_path) -> None:
+    train, test, spec = data
+    x = feature_arrays(test, spec)
+    first = trained
+    again = ranker.train_ranker(train, spec, epochs=1, batch_size=1024, seed=5)
+    pred = first.predict(x, verbose=0)
+    assert set(pred) == {"click", "purchase"}
+    np.testing.assert_allclose(again.predict(x, verbose=0)["click"], pred["click"], rtol=1e-5, atol=1e-7)
+    first.save(tmp_path / "ranker.keras")
+    loaded = keras.saving.load_model(tmp_path / "ranker.keras")
+    np.testing.assert_allclose(loaded.predict(x, verbose=0)["purchase"], pred["purchase"], rtol=1e-6, atol=1e-7)
+
+
+def test_int8_ranker_round_trips_and_stays_close(data, trained, tmp_path) -> None:
+    _, test, spec = data
+    x = feature_arrays(test, spec)
+    model = trained
+    model.save(tmp_path / "float.keras")
+    quantized = keras.saving.load_model(tmp_path / "float.keras")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        quantized.quantize("int8")
+    assert quantized.get_layer("user_id_embedding").embeddings.dtype == "int8"
+    pred = quantized.predict(x, verbose=0)["click"]
+    assert np.max(np.abs(pred - model.predict(x, verbose=0)["click"])) < 0.05
+    quantized.save(tmp_path / "int8.keras")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the optimizer's slots are not restored for int8 weights; no training follows
+        loaded = keras.saving.load_model(tmp_path / "int8.keras")
+    np.testing.assert_allclose(loaded.predict(x, verbose=0)["click"], pred, rtol=1e-6, atol=1e-7)
+
+
+def test_bad_epochs(data) -> None:
+    train, _, spec = data
+    with pytest.raises(ValueError, match="epochs"):
+        ranker.train_ranker(train, spec, epochs=0)

@@ -1,0 +1,73 @@
+"""The course's ranker as a system uses it: a shared-bottom model with a click head (pCTR, on every
+impression) and a purchase head (pCVR, purchase given click, labelled on clicked impressions), on the
+user's and the item's raw features, trained by one function under any ``tf.distribute`` strategy.
+
+    >>> log = ranking_log(shop)                         # impressions + features + the masked CVR label
+    >>> train, valid, test = temporal_split(log, 3, 3)
+    >>> spec = ranker_spec(train)
+    >>> ranker = train_ranker(train, spec, epochs=1)    # or strategy=tf.distribute.MirroredStrategy()
+
+Position is left out on purpose: a served candidate has no position yet, and ShopSim draws positions
+independently of items, so leaving it out costs calibration per position, not ranking quality.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import pandas as pd
+
+from utils.models import FeatureSpec, Task, compile_model, feature_spec, make_multitask_dataset, shared_bottom_model
+from utils.runtime import set_seed
+
+__all__ = ["ITEM_FEATURES", "RANK_TASKS", "USER_FEATURES", "build_ranker", "ranker_spec", "ranking_log", "train_ranker"]
+
+#: The user's raw features (the query side of retrieval, the user half of the ranker).
+USER_FEATURES = ("user_id", "age_band", "city_tier", "purchasing_power")
+#: The item's raw categorical features; ``price`` joins them as a log-numeric feature.
+ITEM_FEATURES = ("item_id", "category_id", "brand_id", "shop_id")
+#: The ranker's tasks: pCTR on every impression, pCVR (purchase given click) on clicked ones.
+RANK_TASKS = (Task("click", "binary"), Task("purchase", "binary", label="cvr_label"))
+
+
+def ranking_log(shop: Any) -> pd.DataFrame:
+    """A ShopSim log with item and user features joined and ``cvr_label`` (purchase where clicked, else NA)."""
+    log = shop.with_features()
+    log["cvr_label"] = log["purchase"].where(log["click"] == 1)
+    return log
+
+
+def ranker_spec(train: pd.DataFrame, embedding_dim: int = 16) -> FeatureSpec:
+    """The ranker's features fitted on the training days: user and item ids and attributes, log price."""
+    return feature_spec(train, categorical=[*USER_FEATURES, *ITEM_FEATURES], log_numeric=["price"],
+                        embedding_dim=embedding_dim)
+
+
+def build_ranker(spec: FeatureSpec, learning_rate: float = 2e-3) -> keras.Model:
+    """Shared bottom (64) -> one tower (32) and head per task; compiled with each task's loss and metrics."""
+    tasks = list(RANK_TASKS)
+    return compile_model(shared_bottom_model(spec, tasks, bottom=(64,), tower=(32,), name="ranker"), tasks,
+                         learning_rate)
+
+
+def train_ranker(train: pd.DataFrame, spec: FeatureSpec, epochs: int = 1, batch_size: int = 2048,
+                 learning_rate: float = 2e-3, seed: int = 42, shuffle: bool = True,
+                 strategy: Any | None = None) -> keras.Model:
+    """Build and fit the ranker on ``train``; under ``strategy.scope()`` when a strategy is given.
+
+    The same call trains on one device, on several GPUs (``MirroredStrategy``) or on a TPU
+    (``TPUStrategy``): Keras splits each batch of ``batch_size`` rows across the replicas and sums their
+    gradients. ``seed`` fixes the initial weights and the batch order.
+    """
+    if epochs < 1:
+        raise ValueError(f"epochs must be >= 1, got {epochs}")
+    set_seed(seed)
+    if strategy is None:
+        model = build_ranker(spec, learning_rate)
+    else:
+        with strategy.scope():
+            model = build_ranker(spec, learning_rate)
+    data = make_multitask_dataset(train, spec, list(RANK_TASKS), batch_size, shuffle=shuffle, seed=seed)
+    model.fit(data, epochs=epochs, verbose=0, shuffle=False)
+    return model
