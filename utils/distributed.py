@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from utils.child_process import json_result, module_env
+
 __all__ = ["Comparison", "compare_in_subprocess", "compare_strategies", "split_cpu", "start_comparison",
            "strategy_for_this_machine"]
 
@@ -148,10 +150,7 @@ class Comparison:
             self.process.kill()
             self.process.communicate()
             raise RuntimeError(f"the strategy comparison took longer than {timeout} s and was stopped") from None
-        if self.process.returncode != 0:
-            tail = "\n".join((err or out).strip().splitlines()[-8:])
-            raise RuntimeError(f"the strategy comparison failed (exit {self.process.returncode}):\n{tail}")
-        return json.loads(out.strip().splitlines()[-1])
+        return json_result(self.process.returncode, out, err, "the strategy comparison")
 
 
 def start_comparison(scale: str = "tiny", rows: int = 20_000, epochs: int = 1, batch_size: int = 1024,
@@ -162,9 +161,8 @@ def start_comparison(scale: str = "tiny", rows: int = 20_000, epochs: int = 1, b
 
     command = [sys.executable, "-m", "utils.distributed", "--scale", scale, "--rows", str(rows), "--epochs",
                str(epochs), "--batch-size", str(batch_size), "--seed", str(seed), "--devices", str(devices)]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(repo_root()), os.environ.get("PYTHONPATH", "")])}
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               cwd=repo_root(), env=env)
+                               cwd=repo_root(), env=module_env())
     return Comparison(process)
 
 

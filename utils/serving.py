@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -153,6 +152,7 @@ def score_in_fresh_process(model_dir: str | Path, features: Mapping[str, np.ndar
     Returns the outputs by name, the latency table of :func:`latency_table` (measured in that process)
     and what it reported (rows, seconds to load the model, seconds the whole process took).
     """
+    from utils.child_process import json_result, module_env
     from utils.config import repo_root
 
     model_dir = Path(model_dir)
@@ -165,13 +165,10 @@ def score_in_fresh_process(model_dir: str | Path, features: Mapping[str, np.ndar
                    "--features", str(request), "--out", str(answer), "--repeats", str(repeats),
                    "--batch-sizes", *map(str, batch_sizes)]
         start = time.perf_counter()
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(repo_root()), os.environ.get("PYTHONPATH", "")])}
-        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=repo_root(), env=env)
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=repo_root(),
+                              env=module_env())
         seconds = time.perf_counter() - start
-        if done.returncode != 0:
-            tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-8:])
-            raise RuntimeError(f"scoring in a fresh process failed (exit {done.returncode}):\n{tail}")
-        info = json.loads(done.stdout.strip().splitlines()[-1])
+        info = json_result(done.returncode, done.stdout, done.stderr, "scoring in a fresh process")
         with np.load(answer) as data:
             outputs = {k: data[k] for k in data.files if not k.startswith("latency_")}
             columns = [k.removeprefix("latency_") for k in data.files if k.startswith("latency_") and k.endswith("_ms")]
