@@ -302,13 +302,59 @@ def test_rates_are_calibrated_to_the_knobs(ctr: float, cvr: float, cart_rate: fl
     assert abs(imp["purchase"].sum() / clicks - cvr) < 4 * math.sqrt(cvr * (1 - cvr) / clicks)
 
 
-def test_exposure_is_personalised_and_creates_selection_bias() -> None:
-    personal = generate(scale="tiny", seed=2, n_candidates=5)
+def test_exposure_is_personalised_only_when_asked_and_clicks_select_anyway() -> None:
+    personal = generate(scale="tiny", seed=2, n_candidates=5, personalisation=1.0)
+    appeal = generate(scale="tiny", seed=2, n_candidates=5)
     uniform = generate(scale="tiny", seed=2, n_candidates=1)
     assert _shown_affinity(personal).mean() > 0.4
+    assert abs(_shown_affinity(appeal).mean()) < 0.15  # the default recommender ranks by item appeal only
     assert abs(_shown_affinity(uniform).mean()) < 0.15
-    imp = personal.impressions
-    assert imp.loc[imp["click"] == 1, "p_purchase"].mean() > 1.2 * imp["p_purchase"].mean()
+    shown_quality = appeal.items["true_quality"].to_numpy()[appeal.impressions["item_id"]]
+    assert shown_quality.mean() > uniform.items["true_quality"].to_numpy()[uniform.impressions["item_id"]].mean()
+    for data in (personal, appeal):  # users click what suits them: the sample-selection bias of ESMM
+        imp = data.impressions
+        assert imp.loc[imp["click"] == 1, "p_purchase"].mean() > 1.2 * imp["p_purchase"].mean()
+
+
+def test_logging_policy_confounds_slots_with_relevance(large_tiny: ShopSimData) -> None:
+    random_slots = generate(config=large_tiny.config, position_confounding=0.0)
+    counts = large_tiny.impressions.groupby(["day", "position"]).size().unstack()
+    assert (counts.max(axis=1) - counts.min(axis=1)).max() <= 1  # every slot a tenth of each day's traffic
+
+    def relevance(data: ShopSimData) -> pd.Series:
+        imp = data.impressions
+        return (imp["p_click"] / imp["p_examine"]).groupby(imp["position"]).mean()
+
+    confounded, flat = relevance(large_tiny), relevance(random_slots)
+    assert confounded[1] > 1.15 * confounded[10]
+    assert flat[1] == pytest.approx(flat[10], rel=0.08)
+    same = ["user_id", "item_id", "timestamp", "day"]
+    pd.testing.assert_frame_equal(large_tiny.impressions[same], random_slots.impressions[same])
+
+
+def test_no_confounding_keeps_the_uniform_random_slots() -> None:
+    data = generate(scale="tiny", seed=4, position_confounding=0.0)
+    counts = data.impressions["position"].value_counts()
+    assert counts.min() > 0.8 * counts.max()
+    by_item = data.impressions.groupby("item_id")["position"].mean()
+    quality = data.items.set_index("item_id")["true_quality"].reindex(by_item.index)
+    assert abs(np.corrcoef(by_item, quality)[0, 1]) < 0.15
+
+
+def test_truth_holds_the_calibrated_intercepts(tiny: ShopSimData) -> None:
+    imp = tiny.impressions
+    assert set(tiny.truth) == {"click_intercept", "purchase_intercept", "cart_shift", "price_term"}
+    assert tiny.truth["price_term"].shape == (len(tiny.items),)
+    assert tiny.truth["cart_shift"] >= 0
+    # the click logit rebuilt from the truth matches p_click
+    u = tiny.user_taste[imp["user_id"]]
+    v = tiny.item_taste[imp["item_id"]]
+    users, items = tiny.users, tiny.items
+    logit = (np.sqrt(tiny.config.latent_dim) * np.einsum("nd,nd->n", u, v)
+             + 0.3 * items["true_quality"].to_numpy()[imp["item_id"]] + users["true_bias"].to_numpy()[imp["user_id"]]
+             - 0.7 * users["true_price_sensitivity"].to_numpy()[imp["user_id"]] * tiny.truth["price_term"][imp["item_id"]]
+             + tiny.truth["click_intercept"])
+    np.testing.assert_allclose(imp["p_examine"] / (1 + np.exp(-logit)), imp["p_click"], rtol=1e-4, atol=1e-6)
 
 
 def test_position_effect(large_tiny: ShopSimData) -> None:
@@ -399,7 +445,7 @@ def test_price_bands_are_quintiles_within_leaf(large_tiny: ShopSimData) -> None:
 
 
 def test_fill_rates_and_observed_values() -> None:
-    data = generate(scale="tiny", seed=5, profile_fill_rate=0.3, attribute_fill_rate=0.7)
+    data = generate(scale="tiny", seed=5, n_users=2_000, profile_fill_rate=0.3, attribute_fill_rate=0.7)
     for field in ("age_band", "city_tier", "purchasing_power"):
         observed = data.users[field].notna()
         assert observed.mean() == pytest.approx(0.3, abs=0.04)
@@ -410,7 +456,7 @@ def test_fill_rates_and_observed_values() -> None:
     labelled = data.items.loc[observed]
     np.testing.assert_array_equal(labelled["price_band"].astype(int), labelled["true_price_band"])
     assert generate(scale="tiny", seed=5, profile_fill_rate=0.0).users["age_band"].isna().all()
-    fuller = generate(scale="tiny", seed=5, profile_fill_rate=0.6)
+    fuller = generate(scale="tiny", seed=5, n_users=2_000, profile_fill_rate=0.6)
     assert (fuller.users.loc[data.users["city_tier"].notna(), "city_tier"].notna()).all()
 
 
@@ -433,7 +479,8 @@ def test_purchasing_power_is_inferable_from_behaviour(large_tiny: ShopSimData) -
     imp = large_tiny.impressions.merge(large_tiny.items[["item_id", "price", "category_id"]], on="item_id")
     leaf_mean = large_tiny.categories.set_index("category_id")["true_log_price_mean"]
     imp["relative_price"] = np.log(imp["price"]) - leaf_mean.loc[imp["category_id"]].to_numpy()
-    per_user = imp.groupby("user_id")["relative_price"].mean()
+    clicked = imp[imp["click"] == 1]  # what a user clicks (not what the shop shows) reveals their level
+    per_user = clicked.groupby("user_id")["relative_price"].mean()
     power = large_tiny.users["true_purchasing_power"].to_numpy()[per_user.index]
     assert np.corrcoef(per_user, power)[0, 1] > 0.1
     by_level = per_user.groupby(power).mean()
@@ -507,8 +554,9 @@ def test_target_market_share_and_user_labels() -> None:
 
 
 def test_domain_shift_rotates_target_tastes() -> None:
-    same = generate(scale="tiny", seed=9, target_share=0.3, domain_shift=0.0)
-    apart = generate(scale="tiny", seed=9, target_share=0.3, domain_shift=1.0)
+    # with a personalised recommender, the tastes also decide what each market's users are shown
+    same = generate(scale="tiny", seed=9, target_share=0.3, domain_shift=0.0, personalisation=1.0)
+    apart = generate(scale="tiny", seed=9, target_share=0.3, domain_shift=1.0, personalisation=1.0)
     np.testing.assert_allclose(same.latent["user_taste_click_target"], same.user_taste, rtol=1e-6)
     np.testing.assert_array_equal(same.user_taste, apart.user_taste)
     source, target = apart.user_taste.ravel(), apart.latent["user_taste_click_target"].ravel()
@@ -519,8 +567,8 @@ def test_domain_shift_rotates_target_tastes() -> None:
 
 
 def test_taste_drift_moves_later_days_only() -> None:
-    still = generate(scale="tiny", seed=10)
-    drifting = generate(scale="tiny", seed=10, taste_drift=1.0)
+    still = generate(scale="tiny", seed=10, personalisation=1.0)
+    drifting = generate(scale="tiny", seed=10, taste_drift=1.0, personalisation=1.0)
     day = still.impressions["day"].to_numpy()
     items_still, items_drift = still.impressions["item_id"].to_numpy(), drifting.impressions["item_id"].to_numpy()
     np.testing.assert_array_equal(items_still[day == 0], items_drift[day == 0])

@@ -125,13 +125,13 @@ _INT32_MAX = np.iinfo(np.int32).max
 
 #: Sizes of the three scales; any of them can be overridden as a knob.
 SCALE_PRESETS: dict[str, dict[str, int]] = {
-    "tiny": dict(n_users=2_000, n_items=500, n_impressions=20_000, n_top_categories=8,
+    "tiny": dict(n_users=400, n_items=300, n_impressions=20_000, n_top_categories=8,
                  n_leaf_categories=40, n_brands=60, n_shops=40, n_days=30, n_positions=10,
                  latent_dim=16),
-    "small": dict(n_users=50_000, n_items=10_000, n_impressions=1_000_000, n_top_categories=10,
+    "small": dict(n_users=5_000, n_items=3_000, n_impressions=1_000_000, n_top_categories=10,
                   n_leaf_categories=100, n_brands=400, n_shops=300, n_days=30, n_positions=10,
                   latent_dim=16),
-    "full": dict(n_users=500_000, n_items=100_000, n_impressions=10_000_000, n_top_categories=12,
+    "full": dict(n_users=30_000, n_items=20_000, n_impressions=10_000_000, n_top_categories=12,
                  n_leaf_categories=240, n_brands=2_000, n_shops=1_500, n_days=30, n_positions=10,
                  latent_dim=16),
 }
@@ -160,6 +160,8 @@ _FLOAT_RANGES: dict[str, tuple[float, float, bool, bool]] = {
     "popularity_skew": (0.0, 5.0, True, True),
     "activity_skew": (0.0, 5.0, True, True),
     "price_sensitivity": (0.0, 10.0, True, True),
+    "position_confounding": (0.0, 1.0, True, True),
+    "personalisation": (0.0, 1.0, True, True),
     "profile_fill_rate": (0.0, 1.0, True, True),
     "attribute_fill_rate": (0.0, 1.0, True, True),
     "kg_signal": (0.0, 1.0, True, True),
@@ -196,8 +198,8 @@ class ShopSimConfig:
     scale: str = "small"
     seed: int = 42
     # sizes
-    n_users: int = 50_000
-    n_items: int = 10_000
+    n_users: int = 5_000
+    n_items: int = 3_000
     n_impressions: int = 1_000_000
     n_top_categories: int = 10
     n_leaf_categories: int = 100
@@ -216,6 +218,8 @@ class ShopSimConfig:
     popularity_skew: float = 1.0
     activity_skew: float = 1.0
     n_candidates: int = 5
+    personalisation: float = 0.0
+    position_confounding: float = 0.5
     price_sensitivity: float = 1.0
     # observability
     profile_fill_rate: float = 0.4
@@ -342,6 +346,9 @@ class ShopSimData:
     item_taste: np.ndarray = field(repr=False)
     #: Every latent array by name (click and purchase spaces, target market, drift, entity parts).
     latent: dict[str, np.ndarray] = field(repr=False)
+    #: Parameters of the generative model that no frame holds: the calibrated intercepts (``click_intercept``,
+    #: ``purchase_intercept``, ``cart_shift``) and each item's ``price_term``. Ground truth, for the ceilings.
+    truth: dict[str, Any] = field(default_factory=dict, repr=False)
     generation_s: float = 0.0
 
     def with_features(
@@ -482,7 +489,7 @@ def generate(scale: str = "small", seed: int | None = None, *, config: ShopSimCo
     users = _make_users(cfg, rngs["users"])
     user_tastes = _make_user_tastes(cfg, users, rngs["user_taste"])
     domain = _assign_user_domains(cfg, rngs["domains"])
-    impressions = _make_impressions(cfg, catalog, users, domain, item_tastes, user_tastes,
+    impressions, truth = _make_impressions(cfg, catalog, users, domain, item_tastes, user_tastes,
                                     rngs["exposure"], rngs["labels"])
     latent = {**item_tastes, **user_tastes}
     return ShopSimData(
@@ -497,6 +504,7 @@ def generate(scale: str = "small", seed: int | None = None, *, config: ShopSimCo
         user_taste=latent["user_taste_click"],
         item_taste=latent["item_taste_click"],
         latent=latent,
+        truth={**truth, "price_term": catalog.price_term},
         generation_s=time.perf_counter() - start,
     )
 
@@ -790,10 +798,36 @@ def _bisect(mean_at: Callable[[float], float], target: float, low: float, high: 
     return 0.5 * (low + high)
 
 
+def _logged_positions(cfg: ShopSimConfig, random_position: np.ndarray, score: np.ndarray, day: np.ndarray,
+                      rng: np.random.Generator) -> np.ndarray:
+    """Slots of a logging policy: within each day, impressions ranked by a noisy copy of the recommender's score.
+
+    The ranking key is ``sqrt(c) * score + sqrt(1 - c) * noise`` (score standardised, c = ``position_confounding``),
+    cut into ``n_positions`` equal groups, the highest keys in slot 1: every slot keeps a tenth of a day's traffic,
+    and better matches sit higher, as in a real log. At c = 0 the slots stay the uniform random ones.
+    """
+    noise = rng.standard_normal(score.size, dtype=np.float32)  # drawn at every c: the stream's length is fixed
+    c = cfg.position_confounding
+    if c == 0 or score.size == 0:
+        return random_position
+    sd = float(score.std())
+    key = np.sqrt(c) * (score - score.mean()) / (sd if sd > 0 else 1.0) + np.sqrt(1.0 - c) * noise
+    order = np.lexsort((-key, day))  # by day, then best key first
+    sorted_day = day[order]
+    starts = np.searchsorted(sorted_day, sorted_day, "left")
+    counts = np.searchsorted(sorted_day, sorted_day, "right") - starts
+    rank = np.arange(score.size) - starts
+    position = np.empty(score.size, dtype=np.int8)
+    position[order] = (1 + rank * cfg.n_positions // counts).astype(np.int8)
+    return position
+
+
 def _make_impressions(cfg: ShopSimConfig, cat: _Catalog, users: _Users, user_domain: np.ndarray,
                       item_tastes: dict[str, np.ndarray], user_tastes: dict[str, np.ndarray],
-                      rng: np.random.Generator, rng_labels: np.random.Generator) -> pd.DataFrame:
-    """The impression log: who saw what, when and where, the true probabilities and the drawn labels."""
+                      rng: np.random.Generator, rng_labels: np.random.Generator
+                      ) -> tuple[pd.DataFrame, dict[str, float]]:
+    """The impression log (who saw what, when and where, the true probabilities and the drawn labels) and the
+    calibrated intercepts."""
     n, n_users, d = cfg.n_impressions, cfg.n_users, cfg.latent_dim
     root_d = np.float32(np.sqrt(d))
 
@@ -827,7 +861,10 @@ def _make_impressions(cfg: ShopSimConfig, cat: _Catalog, users: _Users, user_dom
     phase = (cfg.taste_drift * np.pi / 2 * days / max(cfg.n_days - 1, 1)).astype(np.float32)
     item_click, item_purchase = item_tastes["item_taste_click"], item_tastes["item_taste_purchase"]
     k = cfg.n_candidates
+    pi = np.float32(cfg.personalisation)
+    mean_sensitivity = np.float32(users.sensitivity.mean())
     item = np.empty(n, dtype=np.int32)
+    shown_score = np.empty(n, dtype=np.float32)
     z_click = np.empty(n, dtype=np.float32)
     z_other = np.empty(n, dtype=np.float32)
     for lo in range(0, n, _CHUNK):
@@ -845,14 +882,21 @@ def _make_impressions(cfg: ShopSimConfig, cat: _Catalog, users: _Users, user_dom
             u_click = cos * u_click + sin * user_tastes["user_drift_click"][user[sl]]
             u_purchase = cos * u_purchase + sin * user_tastes["user_drift_purchase"][user[sl]]
         affinity = np.einsum("md,mkd->mk", u_click, item_click[candidate]) * root_d
-        # The recommender's score: its noisy estimate of the personal part of the click logit.
-        score = (_CLICK_AFFINITY * affinity + _CLICK_QUALITY * cat.quality[candidate]
-                 - _CLICK_PRICE * users.sensitivity[user[sl], None] * cat.price_term[candidate])
-        best = np.argmax(score + noise, axis=1)
+        # The recommender's score: the item's appeal (quality, price for the average user) and, as far as it is
+        # personalised, the user's own taste and price sensitivity; noise below is its error.
+        sensitivity = (1.0 - pi) * mean_sensitivity + pi * users.sensitivity[user[sl], None]
+        score = (pi * _CLICK_AFFINITY * affinity + _CLICK_QUALITY * cat.quality[candidate]
+                 - _CLICK_PRICE * sensitivity * cat.price_term[candidate])
+        noisy = score + noise
+        best = np.argmax(noisy, axis=1)
         rows = np.arange(m)
         item[sl] = candidate[rows, best]
+        shown_score[sl] = noisy[rows, best]
         z_click[sl] = affinity[rows, best]
         z_other[sl] = np.einsum("md,md->m", u_purchase, item_purchase[item[sl]]) * root_d
+
+    # Where: the logging policy gives the best-scored impressions of a day the top slots, with noise.
+    position = _logged_positions(cfg, position, shown_score, day, rng)
 
     # True probabilities, with intercepts calibrated to the target rates.
     rho = cfg.task_correlation
@@ -890,7 +934,9 @@ def _make_impressions(cfg: ShopSimConfig, cat: _Catalog, users: _Users, user_dom
     rating = np.where(purchase, np.clip(np.round(true_rating + cfg.rating_noise * rating_noise), 1, 5),
                       np.nan).astype(np.float32)
 
-    return pd.DataFrame({
+    intercepts = {"click_intercept": float(click_bias), "purchase_intercept": float(buy_bias),
+                  "cart_shift": float(cart_shift)}
+    frame = pd.DataFrame({
         "impression_id": np.arange(n, dtype=np.int32),
         "user_id": user,
         "item_id": item,
@@ -910,6 +956,7 @@ def _make_impressions(cfg: ShopSimConfig, cat: _Catalog, users: _Users, user_dom
         "would_purchase": would_purchase.astype(np.int8),
         "true_rating": true_rating,
     })
+    return frame, intercepts
 
 
 # --------------------------------------------------------------------------------------------------
