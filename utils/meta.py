@@ -646,23 +646,22 @@ def taste_posterior_scores(episodes: Episodes, truth: Mapping[str, np.ndarray], 
 
     ``truth`` holds per-row arrays of the frame the episodes were cut from (:func:`shopsim_taste_truth`). For each
     user the learner finds the most probable taste vector ``u`` given their support clicks, under the prior
-    ``N(0, I / prior_precision)`` (Fisher scoring on ``p = examine * sigmoid(rest + taste . u)``), and predicts the
-    query with it. Only a simulator allows it: it is the ceiling of what K clicks can teach about a user's taste.
+    ``N(0, I / prior_precision)`` (:func:`utils.ceilings.posterior_mode`, the solver of the course's ideal learner,
+    on ``p = examine * sigmoid(rest + taste . u)``), and predicts the query with it. Only a simulator allows it: it
+    is the best K clicks can teach about a user's taste under the simulator's model (a MAP estimate, not a strict
+    bound: a model can beat it by chance or by using what it ignores).
     """
+    from utils.ceilings import Block, posterior_mode
+
     v = episodes.on_grid(truth["taste"], "support").astype(np.float64)
     rest = episodes.on_grid(truth["rest"], "support")
     exam = episodes.on_grid(truth["examine"], "support")
-    y, m = episodes.support_y.astype(np.float64), episodes.support_mask.astype(np.float64)
+    y, m = episodes.support_y.astype(np.float64), episodes.support_mask.astype(bool)
     n, _, d = v.shape
-    u = np.zeros((n, d))
-    for _ in range(newton_steps):
-        s = 1 / (1 + np.exp(-(rest + np.einsum("nwd,nd->nw", v, u))))
-        p = np.clip(exam * s, 1e-12, 1 - 1e-12)
-        # d log-likelihood / d logit for p = examine * sigmoid(logit): y (1 - s) - (1 - y) p (1 - s) / (1 - p)
-        r = m * (y * (1 - s) - (1 - y) * p * (1 - s) / (1 - p))
-        grad = np.einsum("nwd,nw->nd", v, r) - prior_precision * u
-        info = np.einsum("nwd,nw,nwe->nde", v, m * s * (1 - s), v) + prior_precision * np.eye(d)
-        u = u + np.linalg.solve(info, grad[..., None])[..., 0]
+    users = np.broadcast_to(np.arange(n)[:, None], m.shape)
+    block = Block.bernoulli(users[m], slice(0, d), v[m], rest[m], y[m], exam[m])
+    u, _ = posterior_mode([block], np.zeros((n, d)), np.tile(prior_precision * np.eye(d), (n, 1, 1)),
+                          steps=newton_steps, tol=1e-8)
     qv = episodes.on_grid(truth["taste"], "query").astype(np.float64)
     logit = episodes.on_grid(truth["rest"], "query") + np.einsum("nwd,nd->nw", qv, u)
     return episodes.on_grid(truth["examine"], "query") / (1 + np.exp(-logit))
