@@ -35,7 +35,7 @@ SMALL = {"embedding_dim": 4}
 @pytest.fixture(scope="module")
 def frames() -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Tiny ShopSim impressions joined with item and user columns, split by time."""
-    data = generate(scale="tiny", seed=0)
+    data = generate(scale="tiny", seed=0, n_users=2_000)
     items = data.items[["item_id", "category_id", "brand_id", "price", "price_band"]]
     users = data.users[["user_id", "age_band", "city_tier"]]
     log = data.impressions.merge(items, on="item_id", how="left").merge(users, on="user_id", how="left")
@@ -136,7 +136,7 @@ def test_single_task_model_per_kind_trains_saves_and_loads(kind: str, frames: tu
     assert task.loss == {"binary": "binary_crossentropy", "multiclass": "sparse_categorical_crossentropy",
                          "multilabel": "binary_crossentropy", "regression": "mean_squared_error"}[kind]
     assert [m.name for m in task.metrics()] == {"binary": ["auc", "log_loss"], "multiclass": ["accuracy"],
-                                                "multilabel": ["auc"], "regression": ["rmse"]}[kind]
+                                                "multilabel": ["log_loss"], "regression": ["rmse"]}[kind]
     logs = model.fit(make_multitask_dataset(frames[0].head(4000), spec, [task], 1000), epochs=1, verbose=0,
                      shuffle=False).history
     assert np.isfinite(logs["loss"][-1])
@@ -377,3 +377,45 @@ def test_trained_model_beats_a_constant_click_predictor(frames: tuple[pd.DataFra
     p = model.predict(make_multitask_dataset(valid, spec, batch_size=4096), verbose=0)["click"].ravel()
     auc = roc_auc_score(valid["click"], p)
     assert auc > 0.58, f"click AUC {auc:.3f} is no better than a constant (0.5)"
+
+
+# ------------------------------------------------------------------------------------------------
+# The factorisation-machine term
+# ------------------------------------------------------------------------------------------------
+
+def test_pairwise_interaction_is_the_sum_over_pairs() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((5, 4, 3)).astype("float32")
+    got = keras.ops.convert_to_numpy(models.PairwiseInteraction()(x))
+    want = sum(x[:, f] * x[:, g] for f in range(4) for g in range(f + 1, 4))
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_interaction_model_trains_and_round_trips(frames: tuple[pd.DataFrame, ...], tmp_path: Path) -> None:
+    train = frames[0]
+    spec = feature_spec(train, categorical=["user_id", "item_id", "position"], log_numeric=["price"], embedding_dim=4)
+    tasks = [Task("click", "binary"), Task("rating", "regression")]
+    model = shared_bottom_model(spec, tasks, bottom=(4,), tower=(), interactions=["user_id", "item_id", "price"],
+                                factors=3, factor_l2=1e-6)
+    assert model.get_layer("user_id_factor").output.shape[-1] == 3
+    assert model.get_layer("price_factor").kernel.shape == (1, 3)
+    compile_model(model, tasks)
+    model.fit(make_multitask_dataset(train.head(3000), spec, tasks, 1000), epochs=1, verbose=0)
+    x = feature_arrays(frames[2].head(50), spec)
+    before = model.predict(x, verbose=0)
+    model.save(tmp_path / "fm.keras")
+    after = keras.saving.load_model(tmp_path / "fm.keras").predict(x, verbose=0)
+    for name in before:
+        np.testing.assert_allclose(before[name], after[name], rtol=1e-6)
+    assert ((before["click"] > 0) & (before["click"] < 1)).all()
+
+
+def test_interaction_errors(frames: tuple[pd.DataFrame, ...]) -> None:
+    spec = feature_spec(frames[0], categorical=["user_id", "item_id"], embedding_dim=2)
+    click = Task("click", "binary")
+    with pytest.raises(ValueError, match="not in the spec"):
+        single_task_model(spec, click, interactions=["user_id", "brand_id"])
+    with pytest.raises(ValueError, match="at least two"):
+        single_task_model(spec, click, interactions=["user_id"])
+    with pytest.raises(ValueError, match="FeatureSpec"):
+        single_task_model(8, click, interactions=["a", "b"])
