@@ -430,3 +430,63 @@ def test_frame_errors() -> None:
         metrics.ranking_metrics_from_frame(frame.assign(item=[0, 1], label=[1, np.nan]), 1)
     with pytest.raises(KeyError, match=r"no column\(s\) \['f1'\]"):
         metrics.mean_std_table(frame, "user", ["f1"])
+
+
+# ------------------------------------------------------------------------------------------------
+# Sampling error and verdicts
+# ------------------------------------------------------------------------------------------------
+
+def test_auc_standard_error_matches_the_spread_of_independent_test_sets() -> None:
+    rng = np.random.default_rng(1)
+    aucs, ses = [], []
+    for _ in range(300):
+        y = (rng.random(2000) < 0.1).astype(float)
+        s = y * 0.8 + rng.standard_normal(2000)
+        aucs.append(metrics.auc(y, s))
+        ses.append(metrics.auc_standard_error(y, s))
+    assert np.mean(ses) == pytest.approx(np.std(aucs), rel=0.15)
+    assert np.isnan(metrics.auc_standard_error([1, 1], [0.2, 0.3]))
+
+
+def test_bootstrap_replicates_are_paired_and_resample_groups() -> None:
+    rng = np.random.default_rng(2)
+    n = 5000
+    y = (rng.random(n) < 0.2).astype(float)
+    a = y + rng.standard_normal(n)
+    b = a + 0.1 * rng.standard_normal(n)
+    groups = rng.integers(0, 500, n)
+    reps = metrics.bootstrap_replicates(y, {"a": a, "b": b}, groups, n_boot=100, seed=0)
+    assert reps.shape == (100, 2)
+    assert reps["a"].std() == pytest.approx(metrics.auc_standard_error(y, a), rel=0.35)
+    assert (reps["a"] - reps["b"]).std() < 0.5 * reps["a"].std()  # paired: the difference varies less
+    again = metrics.bootstrap_replicates(y, {"a": a, "b": b}, groups, n_boot=100, seed=0)
+    pd.testing.assert_frame_equal(reps, again)
+    rmse = metrics.bootstrap_replicates(y, {"a": a}, groups, "rmse", 50, 0)
+    assert rmse["a"].mean() == pytest.approx(metrics.rmse(y, a), rel=0.05)
+    mean = metrics.bootstrap_replicates(np.zeros(n), {"y": y}, groups, "mean", 50, 0)
+    assert mean["y"].mean() == pytest.approx(y.mean(), rel=0.05)
+    with pytest.raises(ValueError, match="metric"):
+        metrics.bootstrap_replicates(y, {"a": a}, groups, "median")
+
+
+def test_verdict_calls_noise_noise() -> None:
+    assert metrics.verdict(0.01, 0.01) == "within noise"
+    assert metrics.verdict(0.03, 0.01) == "better"
+    assert metrics.verdict(0.03, 0.01, higher_is_better=False) == "worse"
+    assert metrics.verdict(-0.03, 0.01) == "worse"
+    assert metrics.verdict(0.03, float("nan")) == "n/a"
+
+
+def test_head_to_head_pairs_seeds_and_adds_the_test_error() -> None:
+    per_seed = pd.DataFrame({"model": ["ref", "ref", "ref", "new", "new", "new", "one"],
+                             "seed": [1, 2, 3, 1, 2, 3, 1], "auc": [0.70, 0.72, 0.71, 0.73, 0.75, 0.74, 0.9]})
+    table = metrics.head_to_head(per_seed, "auc", "ref", test_error={"new": 0.004})
+    assert table.loc["new", "difference"] == pytest.approx(0.03)
+    assert table.loc["new", "difference_se"] == pytest.approx(0.004)  # the paired differences do not vary
+    assert table.loc["new", "verdict"] == "better" and table.loc["new", "seeds better"] == "3 of 3"
+    assert table.loc["ref", "verdict"] == "reference"
+    assert table.loc["one", "verdict"] == "n/a"  # one seed and no test error: the error is unknown
+    noisy = metrics.head_to_head(per_seed, "auc", "ref", test_error={"new": 0.02})
+    assert noisy.loc["new", "verdict"] == "within noise"
+    with pytest.raises(KeyError, match="nobody"):
+        metrics.head_to_head(per_seed, "auc", "nobody")

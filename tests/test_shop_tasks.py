@@ -255,3 +255,50 @@ def test_epoch_timer_measures_after_the_first_epoch() -> None:
     assert len(timer.seconds) == 3 and all(s > 0 for s in timer.seconds)
     assert timer.samples_per_s(64) == pytest.approx(128 / sum(timer.seconds[1:]))
     assert isinstance(timer, keras.callbacks.Callback)
+
+
+def test_hold_out_entities_moves_labels_of_some_entities_to_validation() -> None:
+    from utils.shop_tasks import hold_out_entities
+
+    train = pd.DataFrame({"user_id": [0, 0, 1, 2, 3, 4, 5], "power": pd.array([1, 1, 2, pd.NA, 0, 3, 4], "Int8")})
+    valid = pd.DataFrame({"user_id": [0, 1, 3, 4, 6], "power": pd.array([1, 2, 0, 3, 2], "Int8")})
+    new_train, new_valid = hold_out_entities(train, valid, "power", "user_id", fraction=0.4, seed=1)
+    held = set(new_train.loc[new_train["power"].isna() & train["power"].notna(), "user_id"])
+    assert len(held) == 2  # 40% of the five labelled users
+    assert set(new_valid.loc[new_valid["power"].notna(), "user_id"]) == held & set(valid["user_id"])
+    assert train["power"].notna().sum() == 6  # the inputs are left as they were
+    again = hold_out_entities(train, valid, "power", "user_id", fraction=0.4, seed=1)
+    pd.testing.assert_frame_equal(again[0], new_train)
+    genres = pd.DataFrame({"item_id": [0, 1, 2], "a": [1.0, 0.0, 1.0], "b": [0.0, 1.0, 1.0]})
+    g_train, g_valid = hold_out_entities(genres, genres, ["a", "b"], "item_id", fraction=0.34, seed=0)
+    assert g_train[["a", "b"]].isna().all(axis=1).sum() == 1 and g_valid[["a", "b"]].notna().all(axis=1).sum() == 1
+    with pytest.raises(ValueError, match="fraction"):
+        hold_out_entities(train, valid, "power", "user_id", fraction=1.0)
+    with pytest.raises(KeyError, match="band"):
+        hold_out_entities(train, valid, "band", "user_id")
+
+
+def test_score_shop_tasks_and_paired_errors() -> None:
+    from utils.shop_tasks import paired_errors, score_shop_tasks
+
+    rng = np.random.default_rng(0)
+    n = 600
+    rows = pd.DataFrame({"user_id": rng.integers(0, 60, n), "item_id": rng.integers(0, 40, n),
+                         "purchase": (rng.random(n) < 0.2).astype(int)})
+    rows["rating"] = np.where(rows["purchase"] == 1, rng.integers(1, 6, n), np.nan)
+    true_power = pd.Series(rng.integers(0, 5, 60))
+    true_band = pd.Series(rng.integers(0, 5, 40))
+    hidden_users, hidden_items = pd.Series(np.arange(60) % 2 == 0), pd.Series(np.arange(40) % 2 == 0)
+    good = {"purchase": rows["purchase"] + rng.random(n), "rating": rows["rating"].fillna(3),
+            "power": np.eye(5)[true_power[rows["user_id"]].to_numpy()], "price_band": rng.random((n, 5))}
+    bad = {**good, "purchase": rng.random(n), "power": rng.random((n, 5))}
+    a = score_shop_tasks(good, rows, hidden_users, hidden_items, true_power, true_band)
+    b = score_shop_tasks(bad, rows, hidden_users, hidden_items, true_power, true_band)
+    assert a.metrics["power_accuracy"] == 1.0 and a.metrics["rating_rmse"] == 0.0
+    assert len(a.units["power_accuracy"]) == 30  # the hidden users only
+    assert a.units["power_balanced_accuracy"].mean() == pytest.approx(a.metrics["power_balanced_accuracy"])
+    assert a.metrics["purchase_auc"] > b.metrics["purchase_auc"]
+    errors = paired_errors(a, b, rows, n_boot=50, seed=0)
+    assert set(errors) == set(a.metrics)
+    assert errors["rating_rmse"] == 0.0  # the same ratings: no difference to vary
+    assert errors["purchase_auc"] > 0 and errors["power_accuracy"] > 0

@@ -1,5 +1,6 @@
 """Evaluation metrics of a recommender: classification (AUC, group AUC, log loss), regression (RMSE, MAE),
-ranking (Recall@K, NDCG@K), calibration, multi-task gains and seed summaries.
+ranking (Recall@K, NDCG@K), calibration, multi-task gains, seed summaries, and the sampling error and
+"within noise" verdict of every head-to-head comparison.
 
 Plain numpy/pandas, vectorised over rows, users and groups. Every function accepts numpy arrays, lists or
 pandas Series (a Keras ``(n, 1)`` prediction is flattened), checks that its inputs have the same length and
@@ -29,10 +30,13 @@ import pandas as pd
 
 __all__ = [
     "auc",
+    "auc_standard_error",
+    "bootstrap_replicates",
     "calibration_curve",
     "expected_calibration_error",
     "group_auc",
     "group_auc_details",
+    "head_to_head",
     "log_loss",
     "mae",
     "mean_std_table",
@@ -44,6 +48,7 @@ __all__ = [
     "recall_at_k",
     "rmse",
     "summarise_seeds",
+    "verdict",
 ]
 
 ArrayLike = npt.ArrayLike | pd.Series
@@ -573,3 +578,140 @@ def mean_std_table(
         table[f"{column}_mean"] = mean[column]
         table[f"{column}_std"] = std[column]
     return table
+
+
+# --------------------------------------------------------------------------------------------------
+# Sampling error and head-to-head verdicts
+# --------------------------------------------------------------------------------------------------
+
+def auc_standard_error(y_true: ArrayLike, y_score: ArrayLike) -> float:
+    """Standard error of an AUC from the test set's size, by Hanley and McNeil (1982).
+
+    ``sqrt((A(1-A) + (P-1)(Q1-A^2) + (N-1)(Q2-A^2)) / (P N))`` with ``Q1 = A/(2-A)``, ``Q2 = 2A^2/(1+A)``, P and N
+    the positives and negatives: how much the AUC would move on another test set of the same size. It treats
+    rows as independent; :func:`bootstrap_replicates` resamples whole users instead.
+    """
+    y = _binary(_vector(y_true, "y_true"))
+    a = auc(y, y_score)
+    n_pos, n_neg = float(y.sum()), float(len(y) - y.sum())
+    if not np.isfinite(a):
+        return float("nan")
+    q1, q2 = a / (2 - a), 2 * a * a / (1 + a)
+    return float(np.sqrt((a * (1 - a) + (n_pos - 1) * (q1 - a * a) + (n_neg - 1) * (q2 - a * a)) / (n_pos * n_neg)))
+
+
+def _weighted_auc_replicates(y: np.ndarray, score: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """AUC of ``score`` under each row of ``weights`` ``(b, n)``, ties counting one half."""
+    values, inverse = np.unique(score, return_inverse=True)
+    out = np.empty(weights.shape[0])
+    for b, w in enumerate(weights):
+        positives = np.bincount(inverse, weights=w * y, minlength=len(values))
+        negatives = np.bincount(inverse, weights=w * (1.0 - y), minlength=len(values))
+        below = np.cumsum(negatives) - negatives
+        out[b] = np.sum(positives * (below + 0.5 * negatives)) / (positives.sum() * negatives.sum())
+    return out
+
+
+def bootstrap_replicates(
+    y_true: ArrayLike,
+    scores: Mapping[str, ArrayLike],
+    groups: ArrayLike,
+    metric: Literal["auc", "rmse", "mean"] = "auc",
+    n_boot: int = 200,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """The metric of every score on ``n_boot`` resamples of the test set that keep or drop whole groups (users).
+
+    ``metric`` is ``"auc"`` (of each score against the 0/1 ``y_true``), ``"rmse"`` (of each prediction against
+    ``y_true``) or ``"mean"`` (of each score itself, e.g. 0/1 correctness for an accuracy; ``y_true`` only gives
+    the length).
+    A Poisson bootstrap: each group gets a weight drawn from Poisson(1) per replicate, and its rows share it. All
+    scores see the same replicates, so the spread of a *difference* of two columns is the sampling error of that
+    difference on this test set (paired, hence smaller than the two errors combined). One row per replicate,
+    one column per score; ``std()`` of a column is its standard error.
+    """
+    y = _vector(y_true, "y_true")
+    codes, keys = _groups(groups)
+    _same_length(y_true=y, groups=codes)
+    _choice(metric, "metric", ("auc", "rmse", "mean"))
+    if metric == "auc":
+        y = _binary(y)
+    _positive_int(n_boot, "n_boot")
+    arrays = {}
+    for name, values in scores.items():
+        arrays[name] = _vector(values, str(name))
+        _same_length(y_true=y, **{str(name): arrays[name]})
+    rng = np.random.default_rng(seed)
+    group_weights = rng.poisson(1.0, size=(n_boot, len(keys))).astype(np.float64)
+    weights = group_weights[:, codes]
+    out = {}
+    for name, values in arrays.items():
+        if metric == "auc":
+            out[name] = _weighted_auc_replicates(y, values, weights)
+        elif metric == "rmse":
+            out[name] = np.sqrt((weights @ (values - y) ** 2) / weights.sum(1))
+        else:
+            out[name] = (weights @ values) / weights.sum(1)
+    return pd.DataFrame(out)
+
+
+def verdict(difference: float, standard_error: float, higher_is_better: bool = True, z: float = 2.0) -> str:
+    """``"better"``, ``"worse"`` or ``"within noise"``: is ``difference`` (model minus reference) beyond ``z`` errors?"""
+    if not (np.isfinite(difference) and np.isfinite(standard_error)):
+        return "n/a"
+    if abs(difference) <= z * standard_error:
+        return "within noise"
+    return "better" if (difference > 0) == higher_is_better else "worse"
+
+
+def head_to_head(
+    per_seed: pd.DataFrame,
+    metric: str,
+    reference: str,
+    higher_is_better: bool = True,
+    test_error: Mapping[str, float] | None = None,
+    by: str = "model",
+    seed: str = "seed",
+    z: float = 2.0,
+    decimals: int = 4,
+) -> pd.DataFrame:
+    """Each model against ``reference`` on one metric: mean ± sd over seeds, the difference and whether it is noise.
+
+    ``per_seed`` has one row per model and seed. The difference is the mean over seeds of the paired difference
+    (same seed, same test set); its standard error combines the seeds' spread (sd / sqrt(n)) with the test set's
+    sampling error of the difference, ``test_error[model]`` (e.g. the std of a column difference of
+    :func:`bootstrap_replicates`). With one seed and no test error the error is unknown and the verdict "n/a".
+    The verdict says "better" or "worse" only beyond ``z`` of those errors, "within noise" otherwise; ``seeds better`` counts the seeds in which the model beat the
+    reference. Rows with a missing value of ``metric`` are left out.
+    """
+    missing = [c for c in (by, seed, metric) if c not in per_seed.columns]
+    if missing:
+        raise KeyError(f"per_seed has no column(s) {missing}; it has {list(per_seed.columns)}")
+    wide = per_seed.dropna(subset=[metric]).pivot_table(index=seed, columns=by, values=metric, aggfunc="first",
+                                                        sort=False)
+    if reference not in wide.columns:
+        raise KeyError(f"no model {reference!r} in per_seed; models: {list(wide.columns)}")
+    errors = dict(test_error or {})
+    rows = []
+    for model in wide.columns:
+        values = wide[model].dropna()
+        diff = (wide[model] - wide[reference]).dropna()
+        n = len(diff)
+        parts = [float(diff.std(ddof=1) / np.sqrt(n))] if n > 1 else []
+        if model in errors:
+            parts.append(float(errors[model]))
+        se = float(np.sqrt(np.sum(np.square(parts)))) if parts else np.nan  # one seed and no test error: unknown
+        row = {
+            by: model,
+            "n_seeds": len(values),
+            metric: _mean_std_text(float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else np.nan,
+                                   len(values), decimals),
+            f"{metric}_mean": float(values.mean()),
+            "difference": float(diff.mean()) if model != reference else 0.0,
+            "difference_se": se if model != reference else np.nan,
+            "seeds better": (f"{int(((diff > 0) if higher_is_better else (diff < 0)).sum())} of {n}"
+                             if model != reference else ""),
+            "verdict": "reference" if model == reference else verdict(float(diff.mean()), se, higher_is_better, z),
+        }
+        rows.append(row)
+    return pd.DataFrame(rows).set_index(by)

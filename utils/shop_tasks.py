@@ -16,7 +16,8 @@ was hidden. Only a simulator can do that: a real shop never learns the level of 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import keras
@@ -34,6 +35,10 @@ __all__ = [
     "entity_class_metrics",
     "entity_multilabel_auc",
     "entity_predictions",
+    "paired_errors",
+    "score_shop_tasks",
+    "ShopScores",
+    "hold_out_entities",
     "class_metrics",
     "keep_labels",
     "layer_usage",
@@ -180,6 +185,36 @@ def movielens_task_frame(
     return frame
 
 
+def hold_out_entities(train: pd.DataFrame, valid: pd.DataFrame, label: str | Sequence[str], entity: str,
+                      fraction: float = 0.2, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Validation entities for an entity-level task: ``fraction`` of the labelled entities lose their label in
+    ``train``, and in ``valid`` only they keep it.
+
+    Early stopping on an entity-level task (a user's profile, an item's attribute) must watch entities the model
+    has not been taught, or it rewards memorising the labelled ones through their ids. ``label`` is one column
+    or several (a multi-label task's). Returns copies of ``train`` and ``valid``; the held-out entities are the
+    same for one ``seed`` whatever the frames.
+    """
+    labels = [label] if isinstance(label, str) else list(label)
+    for frame, name in ((train, "train"), (valid, "valid")):
+        missing = [c for c in (*labels, entity) if c not in frame.columns]
+        if missing:
+            raise KeyError(f"the {name} frame has no column(s) {missing}")
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"fraction must lie in (0, 1), got {fraction}")
+    labelled = np.unique(train.loc[train[labels[0]].notna(), entity].to_numpy())
+    if labelled.size < 2:
+        raise ValueError(f"{labels[0]!r} is known for {labelled.size} {entity} value(s) in train: too few to hold out")
+    rng = np.random.default_rng(seed)
+    held = rng.choice(labelled, size=max(1, round(fraction * labelled.size)), replace=False)
+    train, valid = train.copy(), valid.copy()
+    for column in labels:
+        missing = pd.NA if pd.api.types.is_extension_array_dtype(train[column].dtype) else np.nan
+        train.loc[train[entity].isin(held), column] = missing
+        valid.loc[~valid[entity].isin(held), column] = missing
+    return train, valid
+
+
 # --------------------------------------------------------------------------------------------------
 # From rows back to entities
 # --------------------------------------------------------------------------------------------------
@@ -250,6 +285,75 @@ def entity_class_metrics(entity_ids: Any, probs: Any, truth: Any, among: Any = N
     result = class_metrics(_truth_for(aggregated.index, truth, "truth"), aggregated.to_numpy())
     result["n"] = len(aggregated)
     return result
+
+
+@dataclass
+class ShopScores:
+    """Lesson 03's test metrics of one model, and the per-unit values their sampling errors are drawn from.
+
+    ``units[metric]`` holds one value per unit the metric averages over: the purchase scores of the test rows,
+    the predicted ratings of the rated rows, the 0/1 correctness of each hidden user or item.
+    """
+
+    metrics: dict[str, float]
+    units: dict[str, pd.Series]
+
+
+def score_shop_tasks(pred: Mapping[str, Any], rows: pd.DataFrame, hidden_users: Any, hidden_items: Any,
+                     true_power: Any, true_band: Any) -> ShopScores:
+    """Score whichever of the four tasks ``pred`` holds (per-row outputs on ``rows``): purchase AUC, rating RMSE,
+    and the accuracy (and balanced accuracy, for power) of the hidden users' and items' aggregated predictions."""
+    out: dict[str, float] = {}
+    units: dict[str, pd.Series] = {}
+    if "purchase" in pred:
+        p = np.asarray(pred["purchase"], dtype=np.float64).ravel()
+        out["purchase_auc"] = metrics.auc(rows["purchase"], p)
+        units["purchase_auc"] = pd.Series(p, index=rows.index)
+    if "rating" in pred:
+        rated = rows["rating"].notna().to_numpy()
+        r = np.asarray(pred["rating"], dtype=np.float64).ravel()[rated]
+        out["rating_rmse"] = metrics.rmse(rows["rating"].to_numpy()[rated], r)
+        units["rating_rmse"] = pd.Series(r, index=rows.index[rated])
+    for task, entity, hidden, truth, metric in (("power", "user_id", hidden_users, true_power, "power_accuracy"),
+                                                ("price_band", "item_id", hidden_items, true_band, "price_band_accuracy")):
+        if task not in pred:
+            continue
+        aggregated = _select(entity_predictions(rows[entity], pred[task]), hidden)
+        if aggregated.empty:
+            raise ValueError(f"no hidden {entity} among the rows: nothing to score {task} on")
+        want = _truth_for(aggregated.index, truth, "truth")
+        result = class_metrics(want, aggregated.to_numpy())
+        out[metric] = result["accuracy"]
+        if task == "power":
+            out["power_balanced_accuracy"] = result["balanced_accuracy"]
+        correct = aggregated.to_numpy().argmax(1) == want
+        units[metric] = pd.Series(correct.astype(np.float64), index=aggregated.index)
+        if task == "power":  # balanced accuracy = the mean of each class's recall: weigh each entity by 1 / its class size
+            counts = pd.Series(want).value_counts()
+            weight = 1.0 / (len(counts) * counts.reindex(want).to_numpy())
+            units["power_balanced_accuracy"] = pd.Series(correct * weight * len(want), index=aggregated.index)
+    return ShopScores(out, units)
+
+
+def paired_errors(reference: ShopScores, other: ShopScores, rows: pd.DataFrame, n_boot: int = 200,
+                  seed: int = 0) -> dict[str, float]:
+    """The sampling error of ``other`` minus ``reference`` on each metric both have, by a paired bootstrap: test
+    rows resampled by user (purchase AUC, rating RMSE), hidden entities resampled one by one (accuracies)."""
+    errors = {}
+    for name in sorted(set(reference.units) & set(other.units)):
+        a, b = reference.units[name], other.units[name]
+        if name == "purchase_auc":
+            reps = metrics.bootstrap_replicates(rows.loc[a.index, "purchase"], {"a": a, "b": b},
+                                                rows.loc[a.index, "user_id"], "auc", n_boot, seed)
+        elif name == "rating_rmse":
+            reps = metrics.bootstrap_replicates(rows.loc[a.index, "rating"], {"a": a, "b": b.loc[a.index]},
+                                                rows.loc[a.index, "user_id"], "rmse", n_boot, seed)
+        else:
+            both = a.index.intersection(b.index)
+            reps = metrics.bootstrap_replicates(np.zeros(len(both)), {"a": a.loc[both], "b": b.loc[both]},
+                                                both.to_numpy(), "mean", n_boot, seed)
+        errors[name] = float((reps["b"] - reps["a"]).std())
+    return errors
 
 
 def entity_multilabel_auc(entity_ids: Any, scores: Any, truth: Any, among: Any = None) -> dict[str, float]:
