@@ -88,6 +88,31 @@ def read_metrics(notebook: str | Path) -> dict[str, float | int]:
     return metrics
 
 
+def is_timing(name: str) -> bool:
+    """Whether a recorded metric measures time or speed (``lesson_s``, ``samples_per_s``, ``matmul_gflops``):
+    those differ between runs by nature, and reproducibility checks leave them out."""
+    return name.endswith("_s") or "_per_s" in name or name.endswith("gflops") or name.endswith("seconds")
+
+
+def differences(reference: Mapping[str, float | int], other: Mapping[str, float | int],
+                include_timing: bool = False) -> list[str]:
+    """Every recorded metric that is not identical in ``reference`` and ``other`` (or is missing from one), each as
+    a line with both values and the relative difference; timings are left out unless ``include_timing``."""
+    lines = []
+    for name in sorted(set(reference) | set(other)):
+        if is_timing(name) and not include_timing:
+            continue
+        if name not in other or name not in reference:
+            where = "the new run" if name not in other else "the reference"
+            lines.append(f"{name}: missing from {where}")
+            continue
+        a, b = reference[name], other[name]
+        if a != b:
+            relative = abs(b - a) / abs(a) if a else math.inf
+            lines.append(f"{name}: {a!r} -> {b!r} ({relative:.2%})")
+    return lines
+
+
 def expectations_path() -> Path:
     """The file of tolerances that the notebook tests hold recorded metrics to."""
     return repo_root() / "tests" / "expected_metrics.toml"

@@ -3,6 +3,7 @@
     python -m utils.runner course [--scale small] [--only 01 ...]   # `make course`: build/course/
     python -m utils.runner prepare-tests --scale tiny                # copies for the notebook tests
     python -m utils.runner refresh [--only 01 ...]                   # maintainers: rerun solutions in place
+    python -m utils.runner compare [--only 01 ...]                   # maintainers: rerun, list changed metrics
 
 Executed copies go to a build folder, so tracked files stay untouched; only ``refresh`` writes the
 committed outputs of ``solutions/``, and it does so by executing them, never by editing.
@@ -224,6 +225,27 @@ def refresh(only: list[str] | None) -> int:
     return 1 if failed else 0
 
 
+def compare(only: list[str] | None, out: Path) -> int:
+    """Re-execute solutions at their default parameters into ``out`` and list every recorded metric (timings left
+    out) that differs from the committed outputs: run it before committing refreshed outputs. Exit 1 on any."""
+    out.mkdir(parents=True, exist_ok=True)
+    changed = 0
+    for path in tqdm(_select(only), desc="compare", unit="notebook"):
+        committed = report.read_metrics(path)
+        result = run_one(path, {}, out)
+        if not result.ok:
+            tqdm.write(f"{path.stem}: FAILED: {result.error}")
+            changed += 1
+            continue
+        lines = report.differences(committed, result.metrics)
+        same = len([k for k in committed if not report.is_timing(k)]) - len(lines)
+        tqdm.write(f"{path.stem}: {same} recorded metrics identical, {len(lines)} differ ({result.seconds:.0f} s)")
+        for line in lines:
+            tqdm.write(f"  {line}")
+        changed += bool(lines)
+    return 1 if changed else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command line: ``course``, ``prepare-tests`` and ``refresh``."""
     parser = argparse.ArgumentParser(prog="python -m utils.runner", description=__doc__.split("\n")[0])
@@ -237,11 +259,16 @@ def main(argv: list[str] | None = None) -> int:
     p_tests.add_argument("--out", type=Path, default=repo_root() / "build" / "nbtest")
     p_refresh = sub.add_parser("refresh", help="re-execute the solutions in place (committed outputs)")
     p_refresh.add_argument("--only", nargs="*")
+    p_compare = sub.add_parser("compare", help="re-execute the solutions and list metrics that differ from the committed")
+    p_compare.add_argument("--only", nargs="*")
+    p_compare.add_argument("--out", type=Path, default=repo_root() / "build" / "compare")
     args = parser.parse_args(argv)
     if args.command == "course":
         return course(args.scale, args.out, args.only)
     if args.command == "prepare-tests":
         return prepare_tests(args.scale, args.out)
+    if args.command == "compare":
+        return compare(args.only, args.out)
     return refresh(args.only)
 
 
