@@ -13,6 +13,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from utils import funnel
+from utils.metrics import auc_standard_error as metrics_se
 from utils.esmm import compile_esmm, esmm_dataset, esmm_model
 from utils.models import Task, compile_model, feature_arrays, feature_spec, make_multitask_dataset, single_task_model
 from utils.shopsim import generate
@@ -36,8 +37,39 @@ def test_funnel_counts(log: pd.DataFrame) -> None:
     assert table.loc["all", "clicks"] == log["click"].sum()
     assert table.loc["all", "cvr"] == pytest.approx(log["purchase"].sum() / log["click"].sum())
     assert table.loc["all", "would_purchase"] >= table.loc["all", "purchases"]
-    with pytest.raises(KeyError, match="would_purchase"):
-        funnel.funnel_counts({"x": log.drop(columns="would_purchase")})
+    with pytest.raises(KeyError, match="purchase"):
+        funnel.funnel_counts({"x": log.drop(columns="purchase")})
+
+
+def _real_log(n: int = 4000, seed: int = 0) -> pd.DataFrame:
+    """A log as a real shop has it: impressions with click and purchase, no simulator truth at all."""
+    rng = np.random.default_rng(seed)
+    score = rng.normal(size=n)
+    click = (rng.random(n) < 1 / (1 + np.exp(2.5 - score))).astype(int)
+    purchase = click * (rng.random(n) < 1 / (1 + np.exp(1.5 - score))).astype(int)
+    return pd.DataFrame({"user_id": rng.integers(0, 50, n), "score": score, "click": click, "purchase": purchase})
+
+
+def test_the_funnel_helpers_take_a_real_log() -> None:
+    real = _real_log()
+    table = funnel.funnel_counts({"real": real})
+    assert table.loc["real", "purchases"] == real["purchase"].sum() and np.isnan(table.loc["real", "would_purchase"])
+    p_ctr = 1 / (1 + np.exp(2.5 - real["score"].to_numpy()))
+    p_cvr = 1 / (1 + np.exp(1.5 - real["score"].to_numpy()))
+    scores = funnel.funnel_scores(real, p_cvr, p_ctr * p_cvr, p_ctr=p_ctr)
+    clicked = real["click"].to_numpy() == 1
+    assert "cvr_auc_entire" not in scores  # no real log knows what the non-clickers would have bought
+    assert scores["cvr_auc_clicked"] == pytest.approx(roc_auc_score(real["purchase"][clicked], p_cvr[clicked]))
+    assert scores["ctcvr_auc"] == pytest.approx(roc_auc_score(real["purchase"], p_ctr * p_cvr))
+    assert scores["ctr_auc"] == pytest.approx(roc_auc_score(real["click"], p_ctr))
+    runs = pd.DataFrame([{"model": m, "seed": s, **funnel.funnel_scores(real, p_cvr ** k, p_ctr * p_cvr ** k)}
+                         for m, k in (("BASE", 1.0), ("ESMM", 0.5)) for s in (0, 1)])
+    table = funnel.results_table(runs)
+    assert list(table.columns.get_level_values(0).unique()) == ["", "CVR AUC, clicked", "CTCVR AUC"]
+    with pytest.raises(ValueError, match="without a click"):
+        funnel.funnel_scores(real.assign(purchase=1), p_cvr, p_ctr * p_cvr)
+    with pytest.raises(ValueError, match="pCTR"):
+        funnel.funnel_scores(real, p_cvr, p_ctr * p_cvr, p_ctr=p_ctr[:5])
 
 
 def test_clicked_and_aman_rows(log: pd.DataFrame) -> None:
@@ -114,6 +146,8 @@ def test_auc_standard_error_matches_a_bootstrap() -> None:
     assert funnel.auc_standard_error(0.6, 2000, 30000) < funnel.auc_standard_error(0.6, 200, 30000)
     with pytest.raises(ValueError, match="positive"):
         funnel.auc_standard_error(0.6, 0, 10)
+    y, s = (score > 0.2).astype(int), score + rng.normal(size=y.size)
+    assert metrics_se(y, s) == pytest.approx(funnel.auc_standard_error(auc(y, s), int(y.sum()), int((1 - y).sum())))
 
 
 def test_results_table_form() -> None:

@@ -8,6 +8,10 @@ A conversion (CVR) model can be scored three ways (Ma et al., SIGIR 2018, measur
   knows whether a user who did not click would have bought had they clicked (ShopSim draws it);
 * **CTCVR AUC on all impressions**: ``purchase`` (0 wherever there was no click) against pCTR · pCVR.
 
+The first and the last need only a log's ``click`` and ``purchase`` columns, so they work on any real
+impression → click → purchase log (Ali-CCP, or a pv → buy log with the purchases joined to the impressions);
+the entire-space scores are added where the log has ShopSim's ``would_purchase``.
+
     >>> rows = clicked_rows(train)                       # BASE: CVR trained on clicked impressions
     >>> scores = funnel_scores(test, p_cvr, p_ctr * p_cvr)
     >>> results_table(runs, oracle=oracle_scores(test))  # mean ± std over seeds, oracle last
@@ -60,7 +64,8 @@ RESULT_METRICS: dict[str, str] = {
 def _require(frame: pd.DataFrame, columns: Iterable[str]) -> None:
     missing = [c for c in columns if c not in frame.columns]
     if missing:
-        raise KeyError(f"the frame has no column(s) {missing}; pass ShopSim impressions (with_features() keeps them)")
+        raise KeyError(f"the frame has no column(s) {missing}: a funnel log needs one row per impression with 0/1 "
+                       "'click' and 'purchase' (ShopSim's with_features() keeps them, and its ground truth)")
 
 
 def _binary_array(values: Any, name: str) -> np.ndarray:
@@ -90,18 +95,19 @@ def _probabilities(values: Any, name: str) -> np.ndarray:
 def funnel_counts(frames: Mapping[str, pd.DataFrame], reference: bool = True) -> pd.DataFrame:
     """Impressions, clicks, purchases and rates per frame (e.g. per split), with Ali-CCP's row last.
 
-    ``would_purchase`` counts the impressions whose user would have bought had they clicked (NaN for
-    Ali-CCP: no real log has it). CVR is purchases per click, CTCVR purchases per impression.
+    Any log with 0/1 ``click`` and ``purchase`` columns will do. ``would_purchase`` counts the impressions whose
+    user would have bought had they clicked: only a simulator knows it, so it is NaN for a real log and for
+    Ali-CCP. CVR is purchases per click, CTCVR purchases per impression.
     """
     rows = {}
     for name, frame in frames.items():
-        _require(frame, ["click", "purchase", "would_purchase"])
-        n, clicks, purchases = len(frame), int(frame["click"].sum()), int(frame["purchase"].sum())
-        rows[name] = {"impressions": n, "clicks": clicks, "purchases": purchases,
-                      "would_purchase": int(frame["would_purchase"].sum())}
+        _require(frame, ["click", "purchase"])
+        would = int(frame["would_purchase"].sum()) if "would_purchase" in frame.columns else np.nan
+        rows[name] = {"impressions": len(frame), "clicks": int(frame["click"].sum()),
+                      "purchases": int(frame["purchase"].sum()), "would_purchase": would}
     if reference:
         rows["Ali-CCP (ESMM paper)"] = {**ALI_CCP, "would_purchase": np.nan}
-    table = pd.DataFrame(rows).T
+    table = pd.DataFrame(rows, index=["impressions", "clicks", "purchases", "would_purchase"]).T
     table["ctr"] = table["clicks"] / table["impressions"]
     table["cvr"] = table["purchases"] / table["clicks"]
     table["ctcvr"] = table["purchases"] / table["impressions"]
@@ -205,43 +211,42 @@ def cvr_aucs(click: Any, purchase: Any, would_purchase: Any, p_cvr: Any) -> tupl
     return metrics.auc(purchase[clicked], score[clicked]), metrics.auc(would, score)
 
 
-def funnel_scores(frame: pd.DataFrame, p_cvr: Any, p_ctcvr: Any) -> dict[str, float]:
-    """The three AUCs of the results table, plus the mean pCVR on clicked and on non-clicked impressions.
+def funnel_scores(frame: pd.DataFrame, p_cvr: Any, p_ctcvr: Any, p_ctr: Any | None = None) -> dict[str, float]:
+    """The AUCs of the results table, plus the mean pCVR on clicked and on non-clicked impressions.
 
-    ``frame`` holds ShopSim's impressions (``click``, ``purchase``, ``would_purchase``), row-aligned with
-    the predictions.
+    ``frame`` is a log with 0/1 ``click`` and ``purchase`` per impression, row-aligned with the predictions. Any
+    such log gets the clicked-space CVR AUC and the CTCVR AUC (and the CTR AUC when ``p_ctr`` is given); the
+    entire-space CVR AUC is added only where the log has ShopSim's ``would_purchase``, which no real log has.
     """
-    _require(frame, ["click", "purchase", "would_purchase"])
+    _require(frame, ["click", "purchase"])
     cvr = _probabilities(p_cvr, "p_cvr")
     ctcvr = _probabilities(p_ctcvr, "p_ctcvr")
     if not len(frame) == cvr.size == ctcvr.size:
         raise ValueError(f"{len(frame)} rows but {cvr.size} pCVR and {ctcvr.size} pCTCVR values")
-    clicked_auc, entire_auc = cvr_aucs(frame["click"], frame["purchase"], frame["would_purchase"], cvr)
-    clicked = frame["click"].to_numpy() == 1
-    return {
-        "cvr_auc_clicked": clicked_auc,
-        "cvr_auc_entire": entire_auc,
-        "ctcvr_auc": metrics.auc(frame["purchase"], ctcvr),
-        "mean_pcvr_clicked": float(cvr[clicked].mean()) if clicked.any() else float("nan"),
-        "mean_pcvr_nonclicked": float(cvr[~clicked].mean()) if (~clicked).any() else float("nan"),
-    }
+    click = _binary_array(frame["click"], "click")
+    purchase = _binary_array(frame["purchase"], "purchase")
+    if (purchase > click).any():
+        raise ValueError(f"{int((purchase > click).sum())} purchases without a click: in a funnel log a purchase "
+                         "follows a click on the same impression; join each purchase to the impression it came from")
+    clicked = click == 1
+    scores = {"cvr_auc_clicked": metrics.auc(purchase[clicked], cvr[clicked])}
+    if "would_purchase" in frame.columns:
+        scores["cvr_auc_entire"] = metrics.auc(_binary_array(frame["would_purchase"], "would_purchase"), cvr)
+    scores["ctcvr_auc"] = metrics.auc(purchase, ctcvr)
+    if p_ctr is not None:
+        ctr = _probabilities(p_ctr, "p_ctr")
+        if ctr.size != len(frame):
+            raise ValueError(f"{len(frame)} rows but {ctr.size} pCTR values")
+        scores["ctr_auc"] = metrics.auc(click, ctr)
+    scores["mean_pcvr_clicked"] = float(cvr[clicked].mean()) if clicked.any() else float("nan")
+    scores["mean_pcvr_nonclicked"] = float(cvr[~clicked].mean()) if (~clicked).any() else float("nan")
+    return scores
 
 
 def auc_standard_error(auc: float, n_positive: int, n_negative: int) -> float:
-    """The sampling standard error of an AUC measured on ``n_positive`` positives and ``n_negative`` negatives.
-
-    Hanley and McNeil's approximation (Radiology, 1982): how much the AUC of one fixed model would move from
-    one test sample to another of the same size. With a few hundred purchases it is a couple of AUC points.
-    """
-    if not 0 <= auc <= 1:
-        raise ValueError(f"auc must be in [0, 1], got {auc}")
-    if n_positive < 1 or n_negative < 1:
-        raise ValueError(f"need at least one positive and one negative, got {n_positive} and {n_negative}")
-    q1 = auc / (2 - auc)
-    q2 = 2 * auc**2 / (1 + auc)
-    variance = (auc * (1 - auc) + (n_positive - 1) * (q1 - auc**2) + (n_negative - 1) * (q2 - auc**2)) / (
-        n_positive * n_negative)
-    return float(np.sqrt(max(variance, 0.0)))
+    """The sampling standard error of an AUC measured on ``n_positive`` positives and ``n_negative`` negatives
+    (:func:`utils.metrics.hanley_mcneil`): with a few hundred purchases it is a couple of AUC points."""
+    return metrics.hanley_mcneil(auc, n_positive, n_negative)
 
 
 def oracle_scores(frame: pd.DataFrame) -> dict[str, float]:
@@ -264,16 +269,17 @@ def results_table(
     runs: pd.DataFrame,
     baseline: str = "BASE",
     oracle: Mapping[str, float] | None = None,
-    metrics_: Sequence[str] = tuple(RESULT_METRICS),
+    metrics_: Sequence[str] | None = None,
     model_column: str = "model",
     decimals: int = 2,
 ) -> pd.DataFrame:
     """The ESMM paper's table: per model, each AUC in percent as ``mean ± std`` over seeds (sample std)
     and its gain over ``baseline`` in AUC points; one row per model in order of appearance, oracle last.
 
-    ``runs`` has one row per (model, seed) with a ``model`` column and one column per metric.
+    ``runs`` has one row per (model, seed) with a ``model`` column and one column per metric; by default every
+    metric of :data:`RESULT_METRICS` that ``runs`` has (a real log has no entire-space column).
     """
-    metrics_ = list(metrics_)
+    metrics_ = [m for m in RESULT_METRICS if m in runs.columns] if metrics_ is None else list(metrics_)
     unknown = [m for m in metrics_ if m not in RESULT_METRICS]
     if unknown:
         raise ValueError(f"unknown metric(s) {unknown}; choose from {list(RESULT_METRICS)}")

@@ -36,6 +36,7 @@ __all__ = [
     "expected_calibration_error",
     "group_auc",
     "group_auc_details",
+    "hanley_mcneil",
     "head_to_head",
     "log_loss",
     "mae",
@@ -584,20 +585,29 @@ def mean_std_table(
 # Sampling error and head-to-head verdicts
 # --------------------------------------------------------------------------------------------------
 
-def auc_standard_error(y_true: ArrayLike, y_score: ArrayLike) -> float:
-    """Standard error of an AUC from the test set's size, by Hanley and McNeil (1982).
+def hanley_mcneil(auc_value: float, n_positive: int, n_negative: int) -> float:
+    """Standard error of an AUC of ``auc_value`` measured on ``n_positive`` positives and ``n_negative`` negatives.
 
-    ``sqrt((A(1-A) + (P-1)(Q1-A^2) + (N-1)(Q2-A^2)) / (P N))`` with ``Q1 = A/(2-A)``, ``Q2 = 2A^2/(1+A)``, P and N
-    the positives and negatives: how much the AUC would move on another test set of the same size. It treats
-    rows as independent; :func:`bootstrap_replicates` resamples whole users instead.
+    Hanley and McNeil (Radiology, 1982): ``sqrt((A(1-A) + (P-1)(Q1-A^2) + (N-1)(Q2-A^2)) / (P N))`` with
+    ``Q1 = A/(2-A)``, ``Q2 = 2A^2/(1+A)``: how much the AUC of one fixed model would move on another test set of
+    the same size. It treats rows as independent; :func:`bootstrap_replicates` resamples whole users instead.
     """
+    if not 0 <= auc_value <= 1:
+        raise ValueError(f"an AUC is in [0, 1], got {auc_value}")
+    if n_positive < 1 or n_negative < 1:
+        raise ValueError(f"need at least one positive and one negative, got {n_positive} and {n_negative}")
+    a, p, n = float(auc_value), float(n_positive), float(n_negative)
+    q1, q2 = a / (2 - a), 2 * a * a / (1 + a)
+    return float(np.sqrt(max(a * (1 - a) + (p - 1) * (q1 - a * a) + (n - 1) * (q2 - a * a), 0.0) / (p * n)))
+
+
+def auc_standard_error(y_true: ArrayLike, y_score: ArrayLike) -> float:
+    """:func:`hanley_mcneil` of the AUC of ``y_score`` on these labels: NaN where it is undefined (one class)."""
     y = _binary(_vector(y_true, "y_true"))
     a = auc(y, y_score)
-    n_pos, n_neg = float(y.sum()), float(len(y) - y.sum())
     if not np.isfinite(a):
         return float("nan")
-    q1, q2 = a / (2 - a), 2 * a * a / (1 + a)
-    return float(np.sqrt((a * (1 - a) + (n_pos - 1) * (q1 - a * a) + (n_neg - 1) * (q2 - a * a)) / (n_pos * n_neg)))
+    return hanley_mcneil(a, int(y.sum()), int(len(y) - y.sum()))
 
 
 def _weighted_auc_replicates(y: np.ndarray, score: np.ndarray, weights: np.ndarray) -> np.ndarray:
