@@ -109,10 +109,12 @@ def set_seed(seed: int, deterministic: bool | None = None) -> None:
     ``deterministic`` turns on TensorFlow's op determinism (``enable_op_determinism``): ops with a faster
     non-deterministic kernel (parallel sums and scatters on a GPU) use a deterministic one, or raise instead of
     silently varying. The default, ``None``, turns it on where such kernels run, on a GPU. On a CPU the course's
-    models gave bit-identical predictions with and without it, on an idle and on a busy machine, at 0-3 % more
-    training time with it; and with it, TensorFlow 2.21 writes a spurious C++ error line at every ``predict``, so
-    it stays off there unless asked for. Once on, it stays on for the process. Bit-identical results also need
-    the same hardware and library versions: another CPU or GPU picks other kernels, which round differently.
+    lessons gave bit-identical recorded metrics without it, idle and busy (``python -m utils.runner compare``),
+    so it stays off there: it is not needed, it runs other kernels for some ops (lesson 03's multi-task results
+    then move within their noise, so they would no longer match the committed outputs), and with it TensorFlow
+    2.21 writes a spurious C++ error line at every ``predict``. Once on, it stays on for the process.
+    Bit-identical results also need the same hardware and library versions: another CPU or GPU picks other
+    kernels, which round differently.
     """
     keras.utils.set_random_seed(seed)
     if deterministic or (deterministic is None and _GPUS):
