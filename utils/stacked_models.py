@@ -138,11 +138,13 @@ class PerModel(keras.layers.Layer):
 
 
 def _towers(shared: Any, models: int, num_tasks: int, tower: int, settings: int, seed: int | None) -> Any:
-    """One ReLU tower of ``tower`` units and a linear head per task, on ``(batch, models, tasks, units)``."""
+    """One ReLU tower of ``tower`` units and a linear head per task, on ``(batch, models, units)`` (one
+    representation for every task) or ``(batch, models, tasks, units)`` (one per task)."""
     heads = []
     for t in range(num_tasks):
         s = None if seed is None else seed + 10 + 2 * t
-        h = StackedDense(models, tower, "relu", settings, s, name=f"tower_{t}")(shared[:, :, t])
+        own = shared if len(shared.shape) == 3 else shared[:, :, t]
+        h = StackedDense(models, tower, "relu", settings, s, name=f"tower_{t}")(own)
         heads.append(StackedDense(models, 1, None, settings, None if s is None else s + 1, name=f"head_{t}")(h))
     return ops.concatenate(heads, axis=-1)  # (batch, models, tasks)
 
@@ -163,7 +165,6 @@ def stacked_shared_bottom(runs: int, settings: int, d: int, bottom: int, tower: 
 
     def build(x: Any) -> Any:
         shared = StackedDense(models, bottom, "relu", settings, seed, name="bottom")(x)
-        shared = ops.repeat(ops.expand_dims(shared, 2), num_tasks, axis=2)
         return _towers(shared, models, num_tasks, tower, settings, seed)
 
     return _stacked("shared_bottom", runs, settings, d, build, name)
