@@ -259,6 +259,20 @@ def feature_arrays(frame: pd.DataFrame, spec: FeatureSpec) -> dict[str, np.ndarr
     }
 
 
+def _index_or_value(f: Feature, x: Any, prefix: str) -> Any:
+    """A raw input made ready for a table: an id's row index (``<prefix>_lookup`` / ``<prefix>_hashing``), or a
+    numeric feature's normalised value (``<prefix>_normalization``, after log1p where asked)."""
+    if f.kind == "numeric":
+        if f.log:
+            x = keras.ops.log1p(x)
+        return keras.layers.Normalization(axis=None, mean=f.mean, variance=f.variance,
+                                          name=f"{prefix}_normalization")(x)
+    if f.kind == "hashed":
+        return keras.layers.Hashing(num_bins=f.num_bins, name=f"{prefix}_hashing")(x)
+    return keras.layers.IntegerLookup(vocabulary=f.vocabulary, num_oov_indices=1, mask_token=None,
+                                      name=f"{prefix}_lookup")(x)
+
+
 def encode_features(spec: FeatureSpec, inputs: Mapping[str, Any]) -> dict[str, Any]:
     """Each raw input turned into a vector: lookup + embedding, or log1p + normalisation.
 
@@ -267,22 +281,11 @@ def encode_features(spec: FeatureSpec, inputs: Mapping[str, Any]) -> dict[str, A
     """
     encoded = {}
     for f in spec:
-        x = inputs[f.name]
+        x = _index_or_value(f, inputs[f.name], f.name)
         if f.kind == "numeric":
-            if f.log:
-                x = keras.ops.log1p(x)
-            x = keras.layers.Normalization(
-                axis=None, mean=f.mean, variance=f.variance, name=f"{f.name}_normalization"
-            )(x)
             encoded[f.name] = keras.layers.Reshape((1,), name=f"{f.name}_column")(x)
-            continue
-        if f.kind == "hashed":
-            index = keras.layers.Hashing(num_bins=f.num_bins, name=f"{f.name}_hashing")(x)
         else:
-            index = keras.layers.IntegerLookup(
-                vocabulary=f.vocabulary, num_oov_indices=1, mask_token=None, name=f"{f.name}_lookup"
-            )(x)
-        encoded[f.name] = keras.layers.Embedding(f.input_dim, f.embedding_dim, name=f"{f.name}_embedding")(index)
+            encoded[f.name] = keras.layers.Embedding(f.input_dim, f.embedding_dim, name=f"{f.name}_embedding")(x)
     return encoded
 
 
@@ -343,25 +346,16 @@ def encode_factors(spec: FeatureSpec, inputs: Mapping[str, Any], names: Sequence
     initializer = keras.initializers.RandomNormal(stddev=0.01)
     parts = []
     for name in names:
-        f, x = spec[name], inputs[name]
+        f = spec[name]
+        x = _index_or_value(f, inputs[name], f"{name}_factor")
         if f.kind == "numeric":
-            if f.log:
-                x = keras.ops.log1p(x)
-            x = keras.layers.Normalization(axis=None, mean=f.mean, variance=f.variance,
-                                           name=f"{name}_factor_normalization")(x)
             column = keras.layers.Reshape((1,), name=f"{name}_factor_value")(x)
             vector = keras.layers.Dense(factors, use_bias=False, kernel_initializer=initializer,
                                         kernel_regularizer=regulariser, name=f"{name}_factor")(column)
-            parts.append(keras.layers.Reshape((1, factors), name=f"{name}_factor_row")(vector))
-            continue
-        if f.kind == "hashed":
-            index = keras.layers.Hashing(num_bins=f.num_bins, name=f"{name}_factor_hashing")(x)
         else:
-            index = keras.layers.IntegerLookup(vocabulary=f.vocabulary, num_oov_indices=1, mask_token=None,
-                                               name=f"{name}_factor_lookup")(x)
-        table = keras.layers.Embedding(f.input_dim, factors, embeddings_initializer=initializer,
-                                       embeddings_regularizer=regulariser, name=f"{name}_factor")
-        parts.append(keras.layers.Reshape((1, factors), name=f"{name}_factor_row")(table(index)))
+            vector = keras.layers.Embedding(f.input_dim, factors, embeddings_initializer=initializer,
+                                            embeddings_regularizer=regulariser, name=f"{name}_factor")(x)
+        parts.append(keras.layers.Reshape((1, factors), name=f"{name}_factor_row")(vector))
     return keras.layers.Concatenate(axis=1, name="factors")(parts)
 
 
