@@ -32,17 +32,14 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 from scipy import sparse
+from scipy.special import ndtr
 
 from utils import shopsim
 from utils.shopsim import ShopSimData
 
 __all__ = ["Block", "IdealLearner", "group_ceiling", "posterior_mode"]
 
-_CHUNK = 100_000
-
-
-def _sigmoid(z: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-np.clip(z, -60.0, 60.0)))
+_sigmoid = shopsim._sigmoid  # the simulator's own logistic function, clipped so that it never overflows
 
 
 def group_ceiling(log: pd.DataFrame, rows: pd.DataFrame, keys: Sequence[str], target: str = "p_click") -> np.ndarray:
@@ -87,9 +84,9 @@ class Block:
         return Block(np.asarray(group), columns, np.asarray(x, dtype=np.float64), np.asarray(offset, dtype=np.float64),
                      np.asarray(y, dtype=np.float64), e)
 
-    def terms(self, z: np.ndarray, sl: slice) -> tuple[np.ndarray, np.ndarray]:
-        """Per row of ``sl``: d log-likelihood / dz and the Fisher information in z."""
-        y, e, s = self.y[sl], self.examine[sl], _sigmoid(z)
+    def terms(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per row: d log-likelihood / dz and the Fisher information in z."""
+        y, e, s = self.y, self.examine, _sigmoid(z)
         rest = np.clip(1 - e * s, 1e-12, None)
         return y * (1 - s) - (1 - y) * e * s * (1 - s) / rest, e * s * (1 - s) ** 2 / rest
 
@@ -147,7 +144,7 @@ class _Plan:
         """Per group: the gradient and the Fisher information of the block at ``theta`` (zero for absent groups)."""
         block = self.block
         x = block.x
-        residual, weight = block.terms(self.logits(theta), slice(None))
+        residual, weight = block.terms(self.logits(theta))
         grad = self.indicator @ (x * residual[:, None])
         weights = np.zeros(self.padded.shape[:2], dtype=np.float32)
         weights[self.segment, self.slot] = weight
@@ -214,12 +211,6 @@ def _probit_mean(z: np.ndarray, variance: np.ndarray) -> np.ndarray:
     return _sigmoid(z / np.sqrt(1.0 + np.pi * np.maximum(variance, 0.0) / 8.0))
 
 
-def _normal_cdf(x: np.ndarray) -> np.ndarray:
-    from scipy.special import ndtr
-
-    return ndtr(np.asarray(x, dtype=np.float64))
-
-
 # --------------------------------------------------------------------------------------------------
 # The ideal learner of ShopSim
 # --------------------------------------------------------------------------------------------------
@@ -269,7 +260,7 @@ class IdealLearner:
     def _prior(self) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray]]:
         """Prior mean and covariance per user, and the population's (for users of unknown purchasing power)."""
         cfg, d = self.shop.config, self.d
-        shares = np.diff(np.concatenate([[0.0], _normal_cdf(shopsim._POWER_CUTS), [1.0]]))
+        shares = np.diff(np.concatenate([[0.0], ndtr(np.asarray(shopsim._POWER_CUTS, dtype=np.float64)), [1.0]]))
         levels = np.arange(len(shares), dtype=np.float64)
         sd = shopsim._SENSITIVITY_SD
         base = cfg.price_sensitivity * (2.0 - 0.45 * levels)  # sensitivity ~ base * lognormal(0, sd)
