@@ -22,6 +22,7 @@ import pandas as pd
 from keras import ops
 
 __all__ = [
+    "EpochTestLosses",
     "SideBySideResult",
     "WeightedColumnMSE",
     "dense_parameters",
@@ -226,8 +227,9 @@ class SideBySideResult:
         return self.curves.T.groupby(level=0, sort=False).sum().T
 
 
-class _TestLosses(keras.callbacks.Callback):
-    """After every epoch, the mean squared error of every output column on the test set."""
+class EpochTestLosses(keras.callbacks.Callback):
+    """After every epoch, the mean squared error of every output column (or cell, for outputs of more axes) on
+    the test set: ``rows[epoch]`` has the shape of one prediction."""
 
     def __init__(self, x: Any, y: np.ndarray) -> None:
         super().__init__()
@@ -312,7 +314,7 @@ def train_side_by_side(
     def feed(arrays: dict[str, np.ndarray]) -> Any:
         return arrays["x"] if list(arrays) == ["x"] else arrays
 
-    test_losses = _TestLosses(feed(test_x), np.concatenate(blocks_test, axis=1))
+    test_losses = EpochTestLosses(feed(test_x), np.concatenate(blocks_test, axis=1))
     combined.fit(feed(train_x), np.concatenate(blocks_train, axis=1), epochs=epochs, batch_size=batch_size,
                  verbose=0, callbacks=[test_losses])
     index = pd.MultiIndex.from_tuples(columns, names=["model", "task"])

@@ -23,6 +23,8 @@ import numpy as np
 import pandas as pd
 from keras import ops
 
+from utils.expert_experiments import EpochTestLosses
+
 __all__ = [
     "PerModel",
     "StackedDense",
@@ -196,18 +198,6 @@ class StackedMSE(keras.losses.Loss):
                        axis=-1)
 
 
-class _Losses(keras.callbacks.Callback):
-    """Every model's test MSE per task after each epoch."""
-
-    def __init__(self, x: np.ndarray, y: np.ndarray) -> None:
-        super().__init__()
-        self.x, self.y, self.rows = x, y, []
-
-    def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
-        pred = self.model.predict(self.x, batch_size=4096, verbose=0)
-        self.rows.append(np.mean((pred - self.y) ** 2, axis=0))  # (runs, settings, tasks)
-
-
 def train_stacked(model: keras.Model, x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray,
                   y_test: np.ndarray, epochs: int, batch_size: int = 256, learning_rate: float = 3e-3,
                   seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -228,7 +218,7 @@ def train_stacked(model: keras.Model, x_train: np.ndarray, y_train: np.ndarray, 
     steps = epochs * -(-len(x_train) // batch_size)
     model.compile(keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(learning_rate, steps, alpha=0.05)),
                   loss=StackedMSE())
-    losses = _Losses(x_test, y_test)
+    losses = EpochTestLosses(x_test, y_test)
     model.fit(x_train, y_train, epochs=epochs, batch_size=batch_size, verbose=0, callbacks=[losses])
     train = np.mean((model.predict(x_train, batch_size=4096, verbose=0) - y_train) ** 2, axis=0)
     return np.stack(losses.rows), train
