@@ -238,7 +238,7 @@ def compare(only: list[str] | None, out: Path) -> int:
             changed += 1
             continue
         lines = report.differences(committed, result.metrics)
-        same = len([k for k in committed if not report.is_timing(k)]) - len(lines)
+        same = sum(1 for k, v in committed.items() if not report.is_timing(k) and result.metrics.get(k) == v)
         tqdm.write(f"{path.stem}: {same} recorded metrics identical, {len(lines)} differ ({result.seconds:.0f} s)")
         for line in lines:
             tqdm.write(f"  {line}")
@@ -247,7 +247,7 @@ def compare(only: list[str] | None, out: Path) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Command line: ``course``, ``prepare-tests`` and ``refresh``."""
+    """Command line: ``course``, ``prepare-tests``, ``refresh`` and ``compare``."""
     parser = argparse.ArgumentParser(prog="python -m utils.runner", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p_course = sub.add_parser("course", help="execute every solution notebook and write the course report")
