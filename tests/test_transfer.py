@@ -329,6 +329,88 @@ def test_runner_early_stopping_keeps_the_best(shop, runner) -> None:
     assert np.isfinite(runner.validation_auc())
 
 
+def test_runner_starts_new_heads_at_the_base_rate(shop, runner) -> None:
+    runner, source = runner
+    rows = shop["train"].iloc[:2000]
+    runner.fit(Strategy("scratch", start="scratch", train=False), rows, 7)
+    for task in TASKS:
+        rate = rows[task.name].mean()
+        bias = runner.model.get_layer(f"head_{task.name}").bias.numpy()
+        np.testing.assert_allclose(bias, np.log(rate / (1 - rate)), rtol=1e-5)
+    runner.fit(Strategy("fine-tune", train=False), rows, 7)  # a pretrained head keeps its own bias
+    np.testing.assert_array_equal(runner.model.get_layer("head_click").bias.numpy(),
+                                  source.get_layer("head_click").bias.numpy())
+
+
+def test_base_rate_heads_of_a_joint_model(shop) -> None:
+    spec = transfer.with_market(shop["spec"])
+    joint = TransferRunner(lambda: transfer.joint_market_model(shop["spec"], TASKS, bottom=(8,), tower=(4,)), spec,
+                           TASKS, batch_size=256)
+    biases = joint.base_rate_heads(shop["train"])
+    rate = shop["train"]["click"].mean()
+    np.testing.assert_allclose(biases["click"], np.log(rate / (1 - rate)), rtol=1e-5)
+    for market in transfer.MARKETS:
+        np.testing.assert_allclose(joint.model.get_layer(f"head_click_{market}").bias.numpy(), biases["click"],
+                                   rtol=1e-6)
+
+
+def test_runner_says_when_the_step_limit_ended_a_run(shop, runner) -> None:
+    runner, _ = runner
+    runner.fit(Strategy("scratch", start="scratch", learning_rate=1e-2), shop["train"], 3)
+    record = runner.history[-1]
+    assert record["capped"] == (record["steps"] == 12 and record["best_step"] >= 10) or not record["capped"]
+    runner.fit(Strategy("short", start="scratch"), shop["train"], 3, steps=3)
+    assert runner.history[-1]["capped"] is False  # a run of fixed length has no early stopping to be ended by
+
+
+def test_best_on_validation_stops_restores_and_waits_for_min_steps() -> None:
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+    x, y = np.ones((8, 1), "float32"), np.full((8, 1), 3.0, "float32")
+    scores = iter([0.5, 0.7, 0.6, 0.65, 0.4, 0.9, 0.95])
+    stopper = transfer.BestOnValidation(lambda m: next(scores), every=1, patience=1)
+    model.fit(x, y, batch_size=8, epochs=20, verbose=0, callbacks=[stopper])
+    assert [c[1] for c in stopper.checks] == [0.5, 0.7, 0.6, 0.65]  # two checks without improvement: stop
+    assert stopper.best_step == 2 and model.stop_training
+    waiting = iter([0.5, 0.4, 0.3, 0.2, 0.6, 0.1, 0.1])
+    patient = transfer.BestOnValidation(lambda m: next(waiting), every=1, patience=0, min_steps=5)
+    model.fit(x, y, batch_size=8, epochs=20, verbose=0, callbacks=[patient])
+    assert [c[1] for c in patient.checks] == [0.5, 0.4, 0.3, 0.2, 0.6, 0.1] and patient.best_step == 5
+    with pytest.raises(ValueError, match="every"):
+        transfer.BestOnValidation(lambda m: 0.0, every=0)
+
+
+def test_best_on_validation_restores_the_best_weights() -> None:
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+    kept = []
+
+    def score(m):
+        kept.append(m.get_weights())
+        return [0.1, 0.9, 0.2, 0.3][len(kept) - 1]
+
+    model.fit(np.ones((8, 1), "float32"), np.full((8, 1), 3.0, "float32"), batch_size=8, epochs=4, verbose=0,
+              callbacks=[transfer.BestOnValidation(score, every=1, patience=5)])
+    for a, b in zip(model.get_weights(), kept[1]):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_single_market_view_lets_the_ideal_learner_fit_the_target() -> None:
+    from utils.ceilings import IdealLearner
+
+    data = generate(scale="tiny", seed=3, target_share=0.3, user_overlap=0.5)
+    with pytest.raises(ValueError, match="one market"):
+        IdealLearner(data)
+    view = transfer.single_market_view(data)
+    assert view.config.target_share == 0 and view.impressions is data.impressions
+    target = data.impressions[data.impressions["domain"] == "target"]
+    p = IdealLearner(view).fit(target.iloc[: len(target) // 2]).predict(target.iloc[len(target) // 2:])["click"]
+    from utils.metrics import auc
+    assert auc(target["click"].iloc[len(target) // 2:], p) > 0.6
+    with pytest.raises(ValueError, match="stationary"):
+        transfer.single_market_view(generate(scale="tiny", seed=3, target_share=0.3, taste_drift=0.5))
+
+
 def test_runner_mixes_source_rows_and_refuses_unknown_groups(shop, runner) -> None:
     runner, _ = runner
     rows = shop["train"].iloc[:300]
@@ -380,6 +462,9 @@ def test_gap_table_and_crossover() -> None:
     assert (gaps["best"] == "tuned").all()
     np.testing.assert_allclose(gaps["gap"], [0.10, 0.02, -0.01], atol=1e-12)
     assert transfer.crossover(gaps) == 1.0
+    assert transfer.crossover(gaps.assign(error=0.03)) == 1.0 and transfer.crossover(gaps, "gap") == 0.1
+    with pytest.raises(KeyError, match="no column"):
+        transfer.crossover(gaps, "nope")
     gaps.loc[1.0, "gap"] = 0.05
     assert np.isnan(transfer.crossover(gaps))
     with pytest.raises(ValueError, match="no strategy"):

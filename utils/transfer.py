@@ -19,6 +19,7 @@ hardly depends on the gradient's size.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -34,6 +35,8 @@ from keras import ops
 
 from utils.metrics import auc
 from utils.models import Feature, FeatureSpec, Task, encode_features, feature_arrays, make_multitask_dataset, mlp
+from utils.shopsim import ShopSimData
+from utils.training import BestWeights, init_output_biases
 
 __all__ = [
     "DEFAULT_GROUPS",
@@ -62,6 +65,7 @@ __all__ = [
     "nested_subsample",
     "recompile",
     "select_layers",
+    "single_market_view",
     "sweep",
     "trainable_summary",
     "unfreeze",
@@ -374,36 +378,39 @@ class GradualUnfreezing(keras.callbacks.Callback):
             optimizer.set_multiplier(group, value)
 
 
-class BestOnValidation(keras.callbacks.Callback):
+class BestOnValidation(BestWeights):
     """Early stopping in steps: every ``every`` training steps, score the model (higher is better), keep the
     best weights, stop after ``patience`` checks without improvement (counted from ``min_steps`` on), and
     restore the best weights at the end.
 
-    Small targets are passed over many times and overfit within a few passes, so checking once per epoch is
+    The course's :class:`utils.training.BestWeights` with a check every ``every`` steps instead of every epoch:
+    small targets are passed over many times and overfit within a few passes, so checking once per epoch is
     too coarse for them and too fine for a large one; ``score`` is any function of the model (a validation AUC).
     """
 
+    MONITOR = "val_score"
+
     def __init__(self, score: Callable[[keras.Model], float], every: int, patience: int = 0,
                  min_steps: int = 0) -> None:
-        super().__init__()
         if int(every) < 1 or int(patience) < 0 or int(min_steps) < 0:
             raise ValueError(f"need every >= 1, patience >= 0 and min_steps >= 0, got {every}, {patience}, {min_steps}")
-        self.score, self.every, self.patience, self.min_steps = score, int(every), int(patience), int(min_steps)
+        super().__init__({self.MONITOR: "max"}, patience=int(patience))
+        self.score, self.every, self.min_steps = score, int(every), int(min_steps)
         self.checks: list[tuple[int, float]] = []
 
     def on_train_begin(self, logs: Mapping[str, float] | None = None) -> None:
-        self.checks, self._steps, self._wait = [], 0, 0
-        self._best, self._best_weights = -np.inf, None
+        super().on_train_begin(logs)
+        self.checks, self._steps = [], 0
+
+    def on_epoch_end(self, epoch: int, logs: Mapping[str, float] | None = None) -> None:
+        """Nothing at the end of a Keras epoch: the checks come every ``every`` steps."""
 
     def _check(self) -> None:
         value = float(self.score(self.model))
         self.checks.append((self._steps, value))
-        if value > self._best:
-            self._best, self._best_weights, self._wait = value, self.model.get_weights(), 0
-        elif self._steps >= self.min_steps:  # before min_steps (while groups are still opening) nothing stops
-            self._wait += 1
-            if self._wait > self.patience:
-                self.model.stop_training = True
+        super().on_epoch_end(len(self.checks) - 1, {self.MONITOR: value})
+        if self._steps < self.min_steps:  # before min_steps (while groups are still opening) nothing stops
+            self._waiting, self.model.stop_training = 0, False
 
     def on_train_batch_end(self, batch: int, logs: Mapping[str, float] | None = None) -> None:
         self._steps += 1
@@ -413,13 +420,12 @@ class BestOnValidation(keras.callbacks.Callback):
     def on_train_end(self, logs: Mapping[str, float] | None = None) -> None:
         if not self.checks or (self.checks[-1][0] != self._steps and not self.model.stop_training):
             self._check()
-        if self._best_weights is not None:
-            self.model.set_weights(self._best_weights)
+        super().on_train_end(logs)
 
     @property
     def best_step(self) -> int:
         """The step count of the weights kept."""
-        return max(self.checks, key=lambda c: c[1])[0] if self.checks else 0
+        return self.checks[self.best_epoch[self.MONITOR] - 1][0] if self.checks else 0
 
 
 # --------------------------------------------------------------------------------------------------
@@ -630,6 +636,18 @@ class Strategy:
         }
 
 
+class _FirstLayers:
+    """``get_layer`` over layers grouped by a market-free name: the first of each (for ``init_output_biases``)."""
+
+    def __init__(self, layers: Mapping[str, Sequence[keras.layers.Layer]]) -> None:
+        self.layers = layers
+
+    def get_layer(self, name: str) -> keras.layers.Layer:
+        if name not in self.layers:
+            raise ValueError(f"no layer {name!r}; heads here: {sorted(self.layers)}")
+        return self.layers[name][0]
+
+
 class TransferRunner:
     """Trains one architecture under many strategies without tracing its training step again.
 
@@ -642,7 +660,10 @@ class TransferRunner:
     half pass over the training rows (at least every ``check_steps`` steps), and keeps its best weights
     (:class:`BestOnValidation`); a run lasts at most ``max_epochs`` passes and ``max_steps`` steps. Gradual
     unfreezing opens one more group at each check and is not stopped before all are open (its run is
-    lengthened to allow that and one check more). Without validation rows, a run makes one pass.
+    lengthened to allow that and one check more). Without validation rows, a run makes one pass. A run from
+    scratch, or with new heads, starts its heads at the base rates of its training rows (the course's protocol,
+    :mod:`utils.training`). Each run's record in :attr:`history` says how many steps it ran, at which its kept
+    weights were, and whether the step limit ended it before early stopping did (``capped``).
     """
 
     def __init__(self, build: Callable[[], keras.Model], spec: FeatureSpec, tasks: Sequence[Task],
@@ -751,6 +772,8 @@ class TransferRunner:
             raise KeyError(f"strategy {strategy.name!r} sets multipliers of unknown group(s) {unknown}; "
                            f"groups: {list(self.groups)}")
         self.model.set_weights(self.starting_weights(strategy, seed))
+        if (strategy.start == "scratch" or "heads" in strategy.new) and len(rows):
+            self.base_rate_heads(rows)  # the protocol: a new head starts at the base rate, not at 0.5
         record = {"strategy": strategy.name, "seed": seed, "rows": len(rows), "steps": 0}
         if not strategy.train or len(rows) == 0:
             self.history.append(record)
@@ -781,10 +804,24 @@ class TransferRunner:
         self.model.fit(dataset.repeat(), epochs=1, steps_per_epoch=steps, verbose=0, shuffle=False, callbacks=callbacks)
         for group in self.groups:  # leave every group movable for whoever trains the model next
             self.optimizer.set_multiplier(group, 1.0)
-        record.update(rows=len(data), steps=int(self.optimizer.iterations.numpy()),
-                      best_step=stopper.best_step if stopper else steps)
+        run = int(self.optimizer.iterations.numpy())
+        record.update(rows=len(data), steps=run, best_step=stopper.best_step if stopper else steps,
+                      capped=bool(stopper is not None and not self.model.stop_training))
         self.history.append(record)
         return self.model
+
+    def base_rate_heads(self, rows: pd.DataFrame) -> dict[str, np.ndarray]:
+        """Set every head's bias to its task's base rate on ``rows`` (:func:`utils.training.init_output_biases`),
+        the heads of every market of a joint model alike; returns the biases by task."""
+        heads: dict[str, list[keras.layers.Layer]] = {}
+        for layer in self.model.layers:
+            if layer.name.startswith("head_"):
+                heads.setdefault(market_free_name(layer.name), []).append(layer)
+        biases = init_output_biases(_FirstLayers(heads), self.tasks, rows)
+        for layers in heads.values():
+            for layer in layers[1:]:
+                layer.bias.assign(layers[0].bias)
+        return biases
 
     def predict(self, x: pd.DataFrame | Mapping[str, np.ndarray], batch_size: int = 16384) -> dict[str, np.ndarray]:
         """Predictions by task, one value per row for single-output tasks, for a frame or ready feature arrays.
@@ -797,6 +834,19 @@ class TransferRunner:
             out = {name: keras.ops.convert_to_numpy(v) for name, v in self._fast_call(x).items()}
         return {name: (np.asarray(v)[:, 0] if np.ndim(v) == 2 and np.shape(v)[1] == 1 else np.asarray(v))
                 for name, v in out.items()}
+
+
+def single_market_view(shop: ShopSimData) -> ShopSimData:
+    """The shop as one market, for :class:`utils.ceilings.IdealLearner` fitted on one market's rows.
+
+    ShopSim's markets share items, prices, slots, intercepts and every user's propensity and price sensitivity;
+    only the users' tastes differ, and those the ideal learner estimates from the rows it is given. Fitted on the
+    target's rows alone, it is the best a learner of the target's data can do; it ignores the source (and what a
+    user active in both markets showed there).
+    """
+    if shop.config.taste_drift > 0:
+        raise ValueError("the ideal learner needs stationary tastes: generate the shop with taste_drift=0")
+    return dataclasses.replace(shop, config=dataclasses.replace(shop.config, target_share=0.0))
 
 
 def nested_subsample(rows: pd.DataFrame, fraction: float, seed: int) -> pd.DataFrame:
@@ -902,10 +952,12 @@ def gap_table(curves: pd.DataFrame, baseline: str, metric: str = "auc", by: str 
     return pd.DataFrame(rows).set_index(by)
 
 
-def crossover(gaps: pd.DataFrame) -> float:
-    """The smallest size from which on the gap of :func:`gap_table` stays within the seed spread (the baseline
-    has caught up), or NaN if it never does."""
-    caught = (gaps["gap"] <= gaps["spread"]).to_numpy()
+def crossover(gaps: pd.DataFrame, margin: str = "spread") -> float:
+    """The smallest size from which on the gap of :func:`gap_table` stays within the ``margin`` column (the seed
+    spread by default, or e.g. twice a standard error): the baseline has caught up. NaN if it never does."""
+    if margin not in gaps.columns:
+        raise KeyError(f"the gaps have no column {margin!r}; they have {list(gaps.columns)}")
+    caught = (gaps["gap"] <= gaps[margin]).to_numpy()
     for i in range(len(caught)):
         if caught[i:].all():
             return float(gaps.index[i])
