@@ -106,3 +106,15 @@ def test_ideal_learner_refuses_what_it_does_not_model(shop) -> None:
         learner.predict(shop.impressions.head())
     with pytest.raises(KeyError, match="position"):
         learner.fit(shop.impressions.drop(columns="position"))
+    with pytest.raises(ValueError, match="purchase_label"):
+        learner.fit(shop.impressions, purchase_label="buy")
+
+
+def test_ideal_learner_on_the_counterfactual_purchase_label_learns_from_every_row(shop) -> None:
+    train, _, test = temporal_split(shop.impressions, 3, 3)
+    log = IdealLearner(shop).fit(train).predict(test)["cvr_entire"]
+    every = IdealLearner(shop).fit(train, purchase_label="would_purchase").predict(test)["cvr_entire"]
+    truth = test["p_purchase"].to_numpy()
+    # a purchase label on every impression, not only the clicked ones, says far more about each user's taste
+    assert np.corrcoef(every, truth)[0, 1] > np.corrcoef(log, truth)[0, 1]
+    assert metrics.auc(test["would_purchase"], every) > metrics.auc(test["would_purchase"], log)

@@ -205,3 +205,48 @@ def test_same_start_makes_identical_twins() -> None:
     mixed = {"a": builders["a"], "b": lambda n: shared_bottom_model(6, TASKS, bottom=(4,), tower=(3,), name=n)}
     with pytest.raises(ValueError, match="different architectures"):
         ee.train_side_by_side(mixed, x[:150], labels, x[150:], tests, epochs=1, same_start={"b": "a"})
+
+
+def test_synthetic_runs_pair_the_settings_of_a_run() -> None:
+    x, y = ee.synthetic_runs(runs=3, ps=(0.5, 1.0), n=200, d=10, m=3, seed=4)
+    assert x.shape == (200, 3, 10) and y.shape == (200, 3, 2, 2)
+    assert not np.allclose(x[:, 0], x[:, 1])  # every run has its own examples
+    # at p = 1 the two tasks are one function of x (up to their noise); at p = 0.5 they are not
+    assert np.corrcoef(y[:, 0, 1, 0], y[:, 0, 1, 1])[0, 1] > 0.95
+    assert np.corrcoef(y[:, 0, 0, 0], y[:, 0, 0, 1])[0, 1] < 0.9
+    np.testing.assert_array_equal(ee.synthetic_runs(3, (0.5, 1.0), 200, d=10, m=3, seed=4)[1], y)  # seeded
+
+
+def test_repeated_runs_give_one_row_per_model_p_and_run() -> None:
+    from utils import stacked_models as sm
+
+    x, y = ee.synthetic_runs(runs=2, ps=(0.5, 1.0), n=300, d=6, m=2, seed=1)
+    builders = {"sb": lambda: sm.stacked_shared_bottom(2, 2, 6, bottom=4, seed=1),
+                "mmoe": lambda: sm.stacked_mmoe(2, 2, 6, num_experts=2, expert_units=3, tower=2, seed=1)}
+    result = ee.repeated_runs(builders, x, y, n_train=200, ps=(0.5, 1.0), epochs=2, batch_size=50)
+    frame = result.frame
+    assert len(frame) == 8 and set(frame["model"]) == {"sb", "mmoe"}
+    assert (frame["best_test_loss"] <= frame["test_loss"]).all() and frame["best_epoch"].between(1, 2).all()
+    assert result.curves.shape == (2, 8) and set(result.seconds) == {"sb", "mmoe"}
+    np.testing.assert_allclose(result.curves.iloc[-1].to_numpy(),
+                               frame.set_index(["model", "p", "run"]).loc[result.curves.columns, "test_loss"])
+    with pytest.raises(ValueError, match="settings"):
+        ee.repeated_runs(builders, x, y, n_train=200, ps=(0.5,), epochs=1)
+    with pytest.raises(ValueError, match="n_train"):
+        ee.repeated_runs(builders, x, y, n_train=300, ps=(0.5, 1.0), epochs=1)
+
+
+def test_paired_change_and_spread() -> None:
+    frame = pd.DataFrame({"model": ["a"] * 4 + ["b"] * 4, "run": [0, 1] * 4, "p": [1.0, 1.0, 0.5, 0.5] * 2,
+                          "test_loss": [1.0, 2.0, 1.5, 2.1, 1.0, 1.0, 0.9, 1.2]})
+    change = ee.paired_change(frame, "test_loss", 1.0, 0.5)
+    np.testing.assert_allclose(change.loc["a", "change"], [0.5, 0.1])
+    np.testing.assert_allclose(change.loc["b", "change"], [-0.1, 0.2])
+    table = ee.spread(change["change"].groupby("model"))
+    assert table.loc["a", "median"] == pytest.approx(0.3) and table.loc["a", "runs"] == 2
+    assert table.loc["a", "se"] == pytest.approx(np.std([0.5, 0.1], ddof=1) / np.sqrt(2))
+    assert ee.spread(pd.Series([1.0, 2.0, 3.0]))["q25"] == pytest.approx(1.5)
+    with pytest.raises(KeyError, match="0.9"):
+        ee.paired_change(frame, "test_loss", 1.0, 0.9)
+    with pytest.raises(KeyError, match="column"):
+        ee.paired_change(frame.drop(columns="run"), "test_loss", 1.0, 0.5)

@@ -101,3 +101,15 @@ def test_failed_runs_rule() -> None:
         sm.failed_runs(frame.rename(columns={"train_loss": "loss"}))
     with pytest.raises(ValueError, match="factor"):
         sm.failed_runs(frame, factor=0.5)
+
+
+def test_gate_weights_of_stacked_mmoe_and_omoe() -> None:
+    x = np.random.default_rng(0).normal(size=(7, 2, 6)).astype("float32")
+    mmoe = sm.stacked_mmoe(2, 3, 6, num_experts=4, expert_units=3, tower=2, seed=1)
+    gates = sm.gate_weights(mmoe, x, batch_size=3)
+    assert gates.shape == (7, 2, 3, 2, 4)
+    np.testing.assert_allclose(gates.sum(-1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(gates[:, :, 0], gates[:, :, 1], rtol=1e-6)  # one run's settings start alike
+    assert sm.gate_weights(sm.stacked_mmoe(2, 3, 6, num_experts=4, expert_units=3, gates="one"), x).shape == (7, 2, 3, 1, 4)
+    with pytest.raises(ValueError, match="StackedMixture"):
+        sm.gate_weights(sm.stacked_shared_bottom(2, 3, 6, bottom=4), x)

@@ -331,20 +331,25 @@ class IdealLearner:
 
     # ---------------------------------------------------------------- fit and predict
 
-    def fit(self, rows: pd.DataFrame, steps: int = 15) -> IdealLearner:
-        """Estimate every user's parameters from their impressions in ``rows`` (clicks; purchases on clicked rows)."""
-        missing = [c for c in ("user_id", "item_id", "position", "click", "purchase") if c not in rows.columns]
+    def fit(self, rows: pd.DataFrame, steps: int = 15, purchase_label: str = "purchase") -> IdealLearner:
+        """Estimate every user's parameters from their impressions in ``rows``: clicks, and purchases on the
+        clicked rows, as a real log has them. ``purchase_label="would_purchase"`` learns instead from the
+        simulator's counterfactual label on *every* row (what a model trained on that label sees)."""
+        if purchase_label not in ("purchase", "would_purchase"):
+            raise ValueError(f"purchase_label must be 'purchase' or 'would_purchase', got {purchase_label!r}")
+        needed = ("user_id", "item_id", "position", "click", purchase_label)
+        missing = [c for c in needed if c not in rows.columns]
         if missing:
             raise KeyError(f"the ideal learner needs column(s) {missing} of the impression log")
         x = self._click_side(rows)
         user = rows["user_id"].to_numpy()
-        clicked = rows["click"].to_numpy() == 1
-        buy = self._buy_side(rows[clicked])
+        seen = rows["click"].to_numpy() == 1 if purchase_label == "purchase" else np.ones(len(rows), dtype=bool)
+        buy = self._buy_side(rows[seen])
         click_cols = slice(0, self.d + 2)
         blocks = [
             Block.bernoulli(user, click_cols, x["click"], x["click_offset"], rows["click"].to_numpy(), x["examine"]),
-            Block.bernoulli(user[clicked], slice(0, self.n_params), buy["buy"], buy["buy_offset"],
-                            rows["purchase"].to_numpy()[clicked]),
+            Block.bernoulli(user[seen], slice(0, self.n_params), buy["buy"], buy["buy_offset"],
+                            rows[purchase_label].to_numpy()[seen]),
         ]
         precision = np.linalg.inv(self._prior_cov)
         self.theta, self.covariance = posterior_mode(blocks, self._prior_mean, precision, steps=steps)

@@ -23,6 +23,7 @@ from keras import ops
 
 __all__ = [
     "EpochTestLosses",
+    "RepeatedRuns",
     "SideBySideResult",
     "WeightedColumnMSE",
     "dense_parameters",
@@ -31,9 +32,14 @@ __all__ = [
     "matched_bottom_width",
     "mix_experts",
     "mmoe_parameters",
+    "paired_change",
+    "plot_final_losses",
     "plot_gate_usage",
+    "repeated_runs",
     "shared_bottom_parameters",
     "side_by_side_model",
+    "spread",
+    "synthetic_runs",
     "train_side_by_side",
 ]
 
@@ -322,6 +328,124 @@ def train_side_by_side(
     train_pred = combined.predict(feed(train_x), batch_size=8192, verbose=0)
     train_mse = pd.Series(np.mean((train_pred - np.concatenate(blocks_train, axis=1)) ** 2, axis=0), index=index)
     return SideBySideResult(curves, train_mse.unstack().loc[list(models)], combined, models)
+
+
+# --------------------------------------------------------------------------------------------------
+# Many paired runs of stacked models (utils.stacked_models)
+# --------------------------------------------------------------------------------------------------
+
+
+def synthetic_runs(runs: int, ps: Sequence[float], n: int, d: int = 100, m: int = 10, c: float = 1.0,
+                   noise_var: float = 0.01, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Ma et al.'s two tasks for ``runs`` paired runs: ``x`` ``(n, runs, d)`` and ``y`` ``(n, runs, len(ps), 2)``.
+
+    Run ``r`` draws its own directions ``u1, u2`` and examples (the sine terms are shared by all runs); within a
+    run every ``p`` labels the same examples, so a model's change with ``p`` is measured on otherwise equal data."""
+    from utils.synthetic import TaskFamily
+
+    x = np.empty((n, runs, d), np.float32)
+    y = np.empty((n, runs, len(ps), 2), np.float32)
+    for r in range(runs):
+        family = TaskFamily.draw(d=d, m=m, c=c, noise_var=noise_var, seed=seed + r, sine_seed=seed)
+        x[:, r] = examples = np.random.default_rng([seed, r]).standard_normal((n, d))
+        for i, p in enumerate(ps):
+            y[:, r, i] = family.sample(0, p, seed=1000 * seed + 10 * r + i, x=examples).y
+    return x, y
+
+
+@dataclass(frozen=True)
+class RepeatedRuns:
+    """Stacked models trained on paired runs. ``frame``: one row per (model, p, run) with the final test and
+    training loss (summed over the two tasks), the best test loss over the epochs and its epoch, and whether
+    the run ``failed`` (see :func:`utils.stacked_models.failed_runs`); ``curves``: the test loss per epoch
+    (rows) and (model, p, run) (columns); ``nets``: the trained stacked models; ``seconds``: training time."""
+
+    frame: pd.DataFrame
+    curves: pd.DataFrame
+    nets: dict[str, keras.Model]
+    seconds: dict[str, float]
+
+
+def repeated_runs(builders: Mapping[str, Callable[[], keras.Model]], x: np.ndarray, y: np.ndarray, n_train: int,
+                  ps: Sequence[float], epochs: int, seed: int = 0, failure_factor: float = 2.0,
+                  **train: Any) -> RepeatedRuns:
+    """Build and train every stacked model (``builders[name]()``, one per architecture, holding every run and
+    ``p``) on the first ``n_train`` examples of ``x, y`` (from :func:`synthetic_runs`); test on the rest."""
+    import time
+
+    from utils.stacked_models import failed_runs, train_stacked
+
+    if not 0 < n_train < len(x):
+        raise ValueError(f"n_train must leave test examples: 0 < n_train < {len(x)}, got {n_train}")
+    if y.shape[2] != len(ps):
+        raise ValueError(f"y holds {y.shape[2]} settings but {len(ps)} values of p were given")
+    rows, curves, nets, seconds = [], {}, {}, {}
+    for name, build in builders.items():
+        start = time.perf_counter()
+        keras.utils.set_random_seed(seed)
+        net = build()
+        test, final = train_stacked(net, x[:n_train], y[:n_train], x[n_train:], y[n_train:], epochs=epochs,
+                                    seed=seed, **train)
+        seconds[name], nets[name] = time.perf_counter() - start, net
+        total = test.sum(axis=-1)  # (epochs, runs, settings)
+        for r in range(total.shape[1]):
+            for i, p in enumerate(ps):
+                curves[(name, p, r)] = total[:, r, i]
+                rows.append({"model": name, "p": p, "run": r, "test_loss": total[-1, r, i],
+                             "train_loss": final[r, i].sum(), "best_test_loss": total[:, r, i].min(),
+                             "best_epoch": int(total[:, r, i].argmin()) + 1})
+    frame = pd.DataFrame(rows)
+    frame["failed"] = failed_runs(frame, factor=failure_factor)
+    curves = pd.DataFrame(curves, index=pd.RangeIndex(1, epochs + 1, name="epoch"))
+    curves.columns.names = ["model", "p", "run"]
+    return RepeatedRuns(frame, curves, nets, seconds)
+
+
+def spread(values: pd.Series | pd.core.groupby.SeriesGroupBy) -> pd.DataFrame | pd.Series:
+    """Median, quartiles, mean and the mean's standard error (sd / sqrt(runs)) of a column, per group."""
+    def summary(s: pd.Series) -> pd.Series:
+        return pd.Series({"median": s.median(), "q25": s.quantile(0.25), "q75": s.quantile(0.75),
+                          "mean": s.mean(), "se": s.std() / np.sqrt(len(s)), "runs": len(s)})
+
+    return values.apply(summary).unstack() if isinstance(values, pd.core.groupby.SeriesGroupBy) else summary(values)
+
+
+def paired_change(frame: pd.DataFrame, column: str, frm: Any, to: Any, by: str = "p") -> pd.DataFrame:
+    """Run by run, how ``column`` changes from ``by == frm`` to ``by == to`` for every model (paired: the same
+    run's data and initial weights). One row per (model, run): the two values and ``change = to - frm``."""
+    missing = [c for c in ("model", "run", by, column) if c not in frame.columns]
+    if missing:
+        raise KeyError(f"the frame has no column(s) {missing}")
+    wide = frame.pivot_table(index=["model", "run"], columns=by, values=column)
+    for value in (frm, to):
+        if value not in wide.columns:
+            raise KeyError(f"no runs with {by} = {value!r}; there are {list(wide.columns)}")
+    return pd.DataFrame({"from": wide[frm], "to": wide[to], "change": wide[to] - wide[frm]})
+
+
+def plot_final_losses(frame: pd.DataFrame, names: Mapping[str, str], column: str = "test_loss",
+                      ylabel: str = "final test loss", title: str | None = None) -> Any:
+    """The trainability picture: per ``p`` a panel, per model a box of its runs' final losses with every run as
+    a dot (failed runs in red), on a log scale. ``names`` maps model keys to labels, in plotting order."""
+    import matplotlib.pyplot as plt
+
+    ps = sorted(frame["p"].unique(), reverse=True)
+    fig, axes = plt.subplots(1, len(ps), figsize=(9, 3.2), sharey=True, squeeze=False)
+    jitter = np.random.default_rng(0)
+    for ax, p in zip(axes[0], ps):
+        at_p = frame[frame["p"] == p]
+        groups = [at_p[at_p["model"] == name] for name in names]
+        ax.boxplot([g[column] for g in groups], widths=0.5, showfliers=False)
+        for i, g in enumerate(groups, start=1):
+            xs = i + jitter.uniform(-0.15, 0.15, len(g))
+            ax.scatter(xs, g[column], s=8, alpha=0.6, c=np.where(g["failed"], "tab:red", "tab:blue"), zorder=3)
+        ax.set_xticks(range(1, len(names) + 1), list(names.values()), rotation=30, fontsize=8)
+        ax.set(title=f"p = {p:g}", yscale="log")
+    axes[0][0].set_ylabel(ylabel)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
 
 
 # --------------------------------------------------------------------------------------------------

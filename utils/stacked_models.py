@@ -32,6 +32,7 @@ __all__ = [
     "StackedMixture",
     "StackedMSE",
     "failed_runs",
+    "gate_weights",
     "stacked_mmoe",
     "stacked_shared_bottom",
     "train_stacked",
@@ -222,6 +223,23 @@ def train_stacked(model: keras.Model, x_train: np.ndarray, y_train: np.ndarray, 
     model.fit(x_train, y_train, epochs=epochs, batch_size=batch_size, verbose=0, callbacks=[losses])
     train = np.mean((model.predict(x_train, batch_size=4096, verbose=0) - y_train) ** 2, axis=0)
     return np.stack(losses.rows), train
+
+
+def gate_weights(model: keras.Model, x: np.ndarray, batch_size: int = 4096) -> np.ndarray:
+    """Every stacked MMoE's (or OMoE's) gate weights on its run's examples ``x`` ``(n, runs, d)``:
+    ``(n, runs, settings, gates, experts)``, each row a softmax over the experts."""
+    mixture = next((layer for layer in model.layers if isinstance(layer, StackedMixture)), None)
+    if mixture is None:
+        raise ValueError(f"{model.name} has no StackedMixture layer: only stacked MMoE / OMoE models have gates")
+    runs, settings = model.output.shape[1], model.output.shape[2]
+    n_gates = mixture.num_tasks if mixture.gates == "per_task" else 1
+    x = np.asarray(x, dtype="float32")
+    rows = []
+    for start in range(0, len(x), batch_size):
+        logits = mixture.gate(ops.repeat(x[start:start + batch_size], settings, axis=1))
+        rows.append(keras.ops.convert_to_numpy(ops.softmax(
+            ops.reshape(logits, (-1, runs, settings, n_gates, mixture.num_experts)), axis=-1)))
+    return np.concatenate(rows)
 
 
 def failed_runs(frame: pd.DataFrame, by: str | Sequence[str] = ("model", "p"), column: str = "train_loss",
