@@ -331,7 +331,9 @@ def _towers(tasks: list[Task], reps: Sequence[Any], tower: Sequence[int] | Mappi
     for task, rep in zip(tasks, reps):
         widths = tower.get(task.name, ()) if isinstance(tower, Mapping) else tower
         h = mlp(widths, name=f"tower_{task.name}")(rep)
-        outputs[task.name] = keras.layers.Dense(task.units, activation=task.activation, name=f"head_{task.name}")(h)
+        # float32 whatever the global policy (see utils.models._head): probabilities keep their precision.
+        outputs[task.name] = keras.layers.Dense(task.units, activation=task.activation, dtype="float32",
+                                                name=f"head_{task.name}")(h)
     return outputs
 
 

@@ -483,13 +483,18 @@ def mlp(units: Sequence[int], dropout: float = 0.0, l2: float = 0.0, name: str =
 
 def _head(task: Task, x: Any, pairs: Any = None) -> Any:
     """The task's output layer ``head_<task>``; with ``pairs`` (bi-interaction vectors), their weighted sum
-    (``interaction_<task>``, starting as the plain factorisation-machine sum) joins the logit first."""
+    (``interaction_<task>``, starting as the plain factorisation-machine sum) joins the logit first.
+
+    The head computes in float32 whatever the global policy: under ``mixed_bfloat16`` the layers below it
+    run in bfloat16, but the logit, the probability and so the loss keep float32's precision (bfloat16 has
+    8 significant bits: near 1 it steps by 1/256, so a probability of 0.995 becomes 0.996). In float32
+    this changes nothing."""
     if pairs is None:
-        return keras.layers.Dense(task.units, activation=task.activation, name=f"head_{task.name}")(x)
-    logit = keras.layers.Dense(task.units, name=f"head_{task.name}")(x)
-    second_order = keras.layers.Dense(task.units, use_bias=False, kernel_initializer="ones",
+        return keras.layers.Dense(task.units, activation=task.activation, dtype="float32", name=f"head_{task.name}")(x)
+    logit = keras.layers.Dense(task.units, dtype="float32", name=f"head_{task.name}")(x)
+    second_order = keras.layers.Dense(task.units, use_bias=False, kernel_initializer="ones", dtype="float32",
                                       name=f"interaction_{task.name}")(pairs)
-    total = keras.layers.Add(name=f"logit_{task.name}")([logit, second_order])
+    total = keras.layers.Add(dtype="float32", name=f"logit_{task.name}")([logit, second_order])
     return keras.layers.Activation(task.activation, dtype="float32", name=f"output_{task.name}")(total)
 
 
