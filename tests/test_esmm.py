@@ -1,5 +1,6 @@
 """ESMM multiplies probabilities, trains on exactly BCE(click) + BCE(purchase as CTCVR), leaves the CVR
-output without a loss of its own, refuses non-funnel labels, and round-trips for every bottom."""
+output without a loss of its own, refuses non-funnel labels, round-trips for every bottom, and trains under the
+course's protocol (biases at the base rates, early stopping with the best weights restored)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from utils.esmm import BOTTOMS, compile_esmm, esmm_dataset, esmm_model
+from utils.esmm import BOTTOMS, compile_esmm, esmm_dataset, esmm_model, init_esmm_biases, train_esmm
 from utils.models import feature_arrays, feature_spec
 from utils.shopsim import generate
 
@@ -82,3 +83,33 @@ def test_bad_inputs_are_refused(funnel) -> None:
     plain = keras.Model(*(lambda i: (i, {"ctr": keras.layers.Dense(1)(i)}))(keras.Input((3,))))
     with pytest.raises(ValueError, match="not an ESMM model"):
         compile_esmm(plain)
+
+
+def test_biases_start_pctcvr_at_the_click_and_buy_rate(funnel) -> None:
+    frame, spec = funnel
+    model = esmm_model(spec, tower=(8,))
+    for layer in ("head_ctr", "head_cvr"):  # zero kernels: the outputs are the biases alone
+        head = model.get_layer(layer)
+        head.kernel.assign(np.zeros(head.kernel.shape, dtype="float32"))
+    rates = init_esmm_biases(model, frame)
+    clicked = frame[frame["click"] == 1]
+    assert rates == {"ctr": pytest.approx(frame["click"].mean()), "cvr": pytest.approx(clicked["purchase"].mean())}
+    p = model.predict(feature_arrays(frame.head(5), spec), verbose=0)
+    np.testing.assert_allclose(p["ctr"], frame["click"].mean(), rtol=1e-4)
+    np.testing.assert_allclose(p["ctcvr"], frame["purchase"].sum() / len(frame), rtol=1e-4)
+    with pytest.raises(ValueError, match="purchases among them"):
+        init_esmm_biases(model, frame.assign(purchase=0))
+
+
+def test_train_esmm_stops_early_and_restores_the_best_ctcvr_weights(funnel) -> None:
+    frame, spec = funnel
+    train_rows, valid_rows = frame.iloc[:4000], frame.iloc[4000:]
+    keras.utils.set_random_seed(3)
+    model = esmm_model(spec, tower=(8,))
+    result = train_esmm(model, spec, train_rows, valid_rows, batch_size=512, seed=3, learning_rate=3e-2,
+                        max_epochs=6, patience=1)
+    assert {"val_ctcvr_log_loss", "val_ctr_log_loss"} <= set(result.history.columns)
+    assert 1 <= result.best_epoch["val_ctcvr_log_loss"] <= result.epochs_run <= 6
+    best = result.history["val_ctcvr_log_loss"].min()
+    again = model.evaluate(esmm_dataset(valid_rows, spec, 8192), verbose=0, return_dict=True)
+    assert again["ctcvr_log_loss"] == pytest.approx(best, rel=1e-5)

@@ -170,6 +170,14 @@ def test_results_table_form() -> None:
         funnel.results_table(runs, baseline="AMAN")
     with pytest.raises(ValueError, match="unknown metric"):
         funnel.results_table(runs, metrics_=["rmse"])
+    ideal = {"cvr_auc_clicked": 0.7, "cvr_auc_entire": 0.69, "ctcvr_auc": 0.85}
+    both = funnel.results_table(runs, oracle=oracle, ceilings={"ideal learner": ideal})
+    assert list(both.index) == ["BASE", "ESMM", "ideal learner", "oracle (true probabilities)"]
+    assert both.loc["ideal learner", ("CVR AUC, entire space", "AUC (%)")] == "69.00"
+    assert both.loc["ideal learner", ("CVR AUC, entire space", "gain")] == "+13.00"
+    assert both.loc["ideal learner", ("", "seeds")] == "—"
+    with pytest.raises(ValueError, match="name of a model"):
+        funnel.results_table(runs, ceilings={"ESMM": ideal})
 
 
 def test_check_features() -> None:

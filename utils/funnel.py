@@ -272,9 +272,11 @@ def results_table(
     metrics_: Sequence[str] | None = None,
     model_column: str = "model",
     decimals: int = 2,
+    ceilings: Mapping[str, Mapping[str, float]] | None = None,
 ) -> pd.DataFrame:
     """The ESMM paper's table: per model, each AUC in percent as ``mean ± std`` over seeds (sample std)
-    and its gain over ``baseline`` in AUC points; one row per model in order of appearance, oracle last.
+    and its gain over ``baseline`` in AUC points; one row per model in order of appearance, then one row per
+    entry of ``ceilings`` (name: scores, e.g. the ideal learner's), oracle last.
 
     ``runs`` has one row per (model, seed) with a ``model`` column and one column per metric; by default every
     metric of :data:`RESULT_METRICS` that ``runs`` has (a real log has no entire-space column).
@@ -283,6 +285,12 @@ def results_table(
     unknown = [m for m in metrics_ if m not in RESULT_METRICS]
     if unknown:
         raise ValueError(f"unknown metric(s) {unknown}; choose from {list(RESULT_METRICS)}")
+    references = dict(ceilings or {})
+    if oracle is not None:
+        references["oracle (true probabilities)"] = oracle
+    clash = sorted(set(references) & set(runs[model_column]))
+    if clash:
+        raise ValueError(f"ceiling row(s) {clash} have the name of a model in runs")
     summary = metrics.mean_std_table(runs, model_column, metrics_, decimals=6)
     if baseline not in summary.index:
         raise ValueError(f"baseline {baseline!r} is not among the models {list(summary.index)}")
@@ -298,13 +306,12 @@ def results_table(
             for mu, sd in zip(means, stds, strict=True)
         ]
         columns[(title, "gain")] = [_gain_text(mu - base, decimals) for mu in means]
-        if oracle is not None:
-            value = float(oracle[m]) * 100
+        for scores in references.values():
+            value = float(scores[m]) * 100
             columns[(title, "AUC (%)")].append(f"{value:.{decimals}f}")
             columns[(title, "gain")].append(_gain_text(value - base, decimals))
-    if oracle is not None:
-        index.append("oracle (true probabilities)")
+    index.extend(references)
     table = pd.DataFrame(columns, index=pd.Index(index, name=model_column))
     table.columns = pd.MultiIndex.from_tuples(table.columns)
-    table.insert(0, ("", "seeds"), [str(n) for n in summary["n_seeds"]] + (["—"] if oracle is not None else []))
+    table.insert(0, ("", "seeds"), [str(n) for n in summary["n_seeds"]] + ["—"] * len(references))
     return table
