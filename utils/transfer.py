@@ -774,7 +774,8 @@ class TransferRunner:
         self.model.set_weights(self.starting_weights(strategy, seed))
         if (strategy.start == "scratch" or "heads" in strategy.new) and len(rows):
             self.base_rate_heads(rows)  # the protocol: a new head starts at the base rate, not at 0.5
-        record = {"strategy": strategy.name, "seed": seed, "rows": len(rows), "steps": 0}
+        record = {"strategy": strategy.name, "seed": seed, "rows": len(rows), "steps": 0, "best_step": 0,
+                  "capped": False}
         if not strategy.train or len(rows) == 0:
             self.history.append(record)
             return self.model
