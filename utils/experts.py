@@ -137,8 +137,9 @@ class MixtureOfExperts(keras.layers.Layer):
         self.gates = gates
         self.task_names = _task_names(task_names, self.num_tasks)
         self.num_gates = self.num_tasks if gates == "per_task" else 1
-        self.bank = ExpertBank(self.num_experts, self.expert_units, name="expert_bank")
-        self.gate = keras.layers.Dense(self.num_gates * self.num_experts, name="gate")
+        # The parts take this layer's dtype policy, so a model saved under mixed_bfloat16 reloads as it was.
+        self.bank = ExpertBank(self.num_experts, self.expert_units, dtype=self.dtype_policy, name="expert_bank")
+        self.gate = keras.layers.Dense(self.num_gates * self.num_experts, dtype=self.dtype_policy, name="gate")
 
     def build(self, input_shape: Any) -> None:
         self.bank.build(input_shape)
@@ -195,12 +196,14 @@ class CustomizedGateControl(keras.layers.Layer):
         self.expert_units = _units(expert_units, self.name)
         self.output_shared = bool(output_shared)
         self.task_names = _task_names(task_names, self.num_tasks)
-        self.task_banks = [ExpertBank(self.task_experts, self.expert_units, name=f"experts_{n}") for n in self.task_names]
-        self.shared_bank = ExpertBank(self.shared_experts, self.expert_units, name="experts_shared")
-        self.task_gates = [keras.layers.Dense(self.task_experts + self.shared_experts, name=f"gate_{n}")
+        policy = self.dtype_policy  # the parts share it (see MixtureOfExperts)
+        self.task_banks = [ExpertBank(self.task_experts, self.expert_units, dtype=policy, name=f"experts_{n}")
+                           for n in self.task_names]
+        self.shared_bank = ExpertBank(self.shared_experts, self.expert_units, dtype=policy, name="experts_shared")
+        self.task_gates = [keras.layers.Dense(self.task_experts + self.shared_experts, dtype=policy, name=f"gate_{n}")
                            for n in self.task_names]
         self.shared_gate = (keras.layers.Dense(self.num_tasks * self.task_experts + self.shared_experts,
-                                               name="gate_shared") if self.output_shared else None)
+                                               dtype=policy, name="gate_shared") if self.output_shared else None)
 
     def _split(self, inputs: Any) -> list[Any]:
         if isinstance(inputs, (list, tuple)):
@@ -282,7 +285,7 @@ class ProgressiveLayeredExtraction(keras.layers.Layer):
         self.cgc = [
             CustomizedGateControl(self.num_tasks, self.task_experts, self.shared_experts, self.expert_units,
                                   output_shared=level < self.levels, task_names=self.task_names,
-                                  name=f"cgc_{level}")
+                                  dtype=self.dtype_policy, name=f"cgc_{level}")
             for level in range(1, self.levels + 1)
         ]
 
