@@ -1,4 +1,4 @@
-"""Where a notebook runs: versions, the accelerator, Colab or local, and seeding.
+"""Where a notebook runs: versions, the accelerator, Colab or local, seeding, and the precision policy.
 
 Importing this module first (the setup cell does) quiets TensorFlow's C++ start-up lines about missing
 CUDA drivers on machines without a GPU, which Jupyter would otherwise show under the first cell. Set
@@ -11,8 +11,9 @@ import contextlib
 import os
 import platform
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 _QUIET = os.environ["TF_CPP_MIN_LOG_LEVEL"] >= "2"
@@ -119,3 +120,121 @@ def set_seed(seed: int, deterministic: bool | None = None) -> None:
     keras.utils.set_random_seed(seed)
     if deterministic or (deterministic is None and _GPUS):
         tf.config.experimental.enable_op_determinism()
+
+
+#: Environment variable that forces a precision policy (``float32``, ``mixed_bfloat16``, ``mixed_float16``)
+#: or, with ``auto`` or unset, lets :func:`precision_policy` choose.
+PRECISION_ENV = "COURSE_PRECISION"
+PRECISION_POLICIES = ("float32", "mixed_bfloat16", "mixed_float16")
+#: CPU flags (``/proc/cpuinfo``) of bfloat16 arithmetic in hardware: AVX-512 BF16 and AMX (Intel Cooper
+#: Lake, Sapphire Rapids and later, AMD Zen 4 and later). Elsewhere bfloat16 is emulated, and slower.
+BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+@dataclass(frozen=True)
+class PrecisionChoice:
+    """A Keras dtype policy and why it was chosen."""
+
+    policy: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"Precision: {self.policy} ({self.reason})"
+
+
+def cpu_flags() -> str:
+    """The CPU's feature flags from ``/proc/cpuinfo`` (Linux); empty where there is none to read."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith(("flags", "Features")):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return ""
+
+
+def _gpu_capabilities() -> list[tuple[int, int]]:
+    capabilities = []
+    for gpu in tf.config.list_physical_devices("GPU"):
+        try:
+            capability = tf.config.experimental.get_device_details(gpu).get("compute_capability")
+        except (RuntimeError, ValueError):
+            capability = None
+        capabilities.append(tuple(capability) if capability else (0, 0))
+    return capabilities
+
+
+def precision_policy(
+    flags: str | None = None,
+    gpu_capabilities: Sequence[tuple[int, int]] | None = None,
+    tpu: bool | None = None,
+    env: Mapping[str, str] | None = None,
+) -> PrecisionChoice:
+    """The fastest Keras dtype policy this machine runs the course's models in without losing AUC, and why.
+
+    - ``COURSE_PRECISION`` set to a policy name wins (``float32`` keeps a lesson's exact values);
+    - a TPU: ``mixed_bfloat16``, its native format;
+    - GPUs all of compute capability 8.0 or more (Ampere, Hopper and later): ``mixed_bfloat16``. Their
+      tensor cores run bfloat16 as fast as float16, and bfloat16 keeps float32's exponent range, so no
+      loss scaling is needed; ``mixed_float16`` is only chosen when asked for;
+    - an older GPU (a Colab T4 is 7.5): ``float32``. float16 would need loss scaling and has not been
+      measured on the course's models there;
+    - a CPU with bfloat16 in hardware (:data:`BF16_CPU_FLAGS`): ``mixed_bfloat16``. Measured on a 2-core
+      AMX CPU: the course's models kept their test AUC (within its sampling error); the matrix products of
+      wide layers ran up to 1.8x as fast, but a lesson-sized model, whose step is mostly embedding lookups
+      and updates, trained no faster (``make bench`` measures it for the benchmark's models);
+    - any other CPU: ``float32``, since it would emulate bfloat16 slowly.
+
+    Under a mixed policy the layers compute in 16 bits but keep float32 weights, and the course's output
+    heads stay float32 (see :func:`utils.models._head`). The arguments stand in for this machine's
+    ``/proc/cpuinfo`` flags, GPUs' compute capabilities, TPU and environment (tests use them).
+    """
+    env = os.environ if env is None else env
+    forced = env.get(PRECISION_ENV, "").strip()
+    if forced and forced.lower() != "auto":
+        if forced not in PRECISION_POLICIES:
+            raise ValueError(f"{PRECISION_ENV}={forced!r}: use one of {PRECISION_POLICIES} or 'auto'")
+        return PrecisionChoice(forced, f"set by {PRECISION_ENV}")
+    if tpu if tpu is not None else environment().tpu:
+        return PrecisionChoice("mixed_bfloat16", "TPU: bfloat16 is its native format")
+    capabilities = list(_gpu_capabilities() if gpu_capabilities is None else gpu_capabilities)
+    if capabilities:
+        oldest = min(tuple(c) for c in capabilities)
+        if oldest >= (8, 0):
+            return PrecisionChoice("mixed_bfloat16", f"GPU of compute capability {oldest[0]}.{oldest[1]}: "
+                                   "bfloat16 tensor cores, no loss scaling needed")
+        return PrecisionChoice("float32", f"GPU of compute capability {oldest[0]}.{oldest[1]} (< 8.0): "
+                               "no bfloat16 tensor cores")
+    present = set((cpu_flags() if flags is None else flags).split())
+    found = [f for f in BF16_CPU_FLAGS if f in present]
+    if found:
+        return PrecisionChoice("mixed_bfloat16", f"CPU with bfloat16 in hardware ({', '.join(found)})")
+    return PrecisionChoice("float32", "no bfloat16 hardware found: the CPU would emulate it slowly")
+
+
+def use_fast_precision(verbose: bool = True, **overrides: Any) -> PrecisionChoice:
+    """Set Keras's global dtype policy to :func:`precision_policy`'s choice and print it in one line.
+
+    Call it before building models (a model keeps the policy it was built under). Set
+    ``COURSE_PRECISION=float32`` to keep float32 (exact-value checks, recorded metrics). ``overrides`` are
+    passed to :func:`precision_policy`. Returns the choice.
+    """
+    choice = precision_policy(**overrides)
+    keras.mixed_precision.set_global_policy(choice.policy)
+    if verbose:
+        print(choice)
+    return choice
+
+
+@contextlib.contextmanager
+def precision(policy: str) -> Iterator[str]:
+    """Run a block under the Keras dtype ``policy``, restoring the previous global policy afterwards."""
+    if policy not in PRECISION_POLICIES:
+        raise ValueError(f"unknown policy {policy!r}: one of {PRECISION_POLICIES}")
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        yield policy
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
