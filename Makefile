@@ -3,7 +3,7 @@
 #   make course   execute every solution notebook (default scale) and write build/course/report.md
 #   make test     the tests: unit tests, exercise/solution sync, hygiene, every notebook at the tiny scale
 #   make lab      JupyterLab on the course
-#   make bench    our multi-task models against DeepCTR's: throughput, memory, AUC
+#   make bench    our multi-task models against DeepCTR's, float32 and mixed_bfloat16: throughput, memory, AUC
 #   make gpu-check  every solution at the full scale on a GPU: wall time and device per notebook
 # Another Python: make test PYTHON=python3.12 VENV=.venv-3.12
 
