@@ -456,8 +456,11 @@ def _describe(args: argparse.Namespace, results: Sequence[BenchResult]) -> str:
     return (f"scale {args.scale} ({max(rows):,} training and {max(tests):,} test rows), {args.epochs} epochs, "
             f"batch {args.batch}, seed {args.seed}, {args.repeats} round(s); train = median samples/s over "
             f"epochs 2..{args.epochs} (median over rounds), predict = median of 3 passes, peak RSS of the run's "
-            f"process, AUC ± Hanley-McNeil SE. Goal: ours at its best policy >= {GOAL_SPEEDUP}x DeepCTR's "
-            f"training throughput at its best, AUC >= DeepCTR's - {AUC_TOLERANCE} on both tasks.")
+            f"process, AUC ± Hanley-McNeil SE; AUC differences ± paired (DeLong) SE. Both errors are the test "
+            f"set's sampling error alone, not the spread between training seeds. Best policy: the fastest whose "
+            f"AUCs stay within {AUC_TOLERANCE} of the implementation's float32 ones. Goal: ours at its best "
+            f">= {GOAL_SPEEDUP}x DeepCTR's training throughput at its best, AUC >= DeepCTR's - {AUC_TOLERANCE} "
+            f"on both tasks.")
 
 
 def main(argv: list[str] | None = None) -> int:
