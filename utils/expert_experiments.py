@@ -439,7 +439,7 @@ def plot_final_losses(frame: pd.DataFrame, names: Mapping[str, str], column: str
         for i, g in enumerate(groups, start=1):
             xs = i + jitter.uniform(-0.15, 0.15, len(g))
             ax.scatter(xs, g[column], s=8, alpha=0.6, c=np.where(g["failed"], "tab:red", "tab:blue"), zorder=3)
-        ax.set_xticks(range(1, len(names) + 1), list(names.values()), rotation=30, fontsize=8)
+        ax.set_xticks(range(1, len(names) + 1), list(names.values()), fontsize=8)
         ax.set(title=f"p = {p:g}", yscale="log")
     axes[0][0].set_ylabel(ylabel)
     if title:
