@@ -181,9 +181,10 @@ def precision_policy(
     - an older GPU (a Colab T4 is 7.5): ``float32``. float16 would need loss scaling and has not been
       measured on the course's models there;
     - a CPU with bfloat16 in hardware (:data:`BF16_CPU_FLAGS`): ``mixed_bfloat16``. Measured on a 2-core
-      AMX CPU: the course's models kept their test AUC (within its sampling error); the matrix products of
-      wide layers ran up to 1.8x as fast, but a lesson-sized model, whose step is mostly embedding lookups
-      and updates, trained no faster (``make bench`` measures it for the benchmark's models);
+      AMX CPU: the course's models kept their test AUC (within its sampling error); a two-task MLP trained
+      1.7x as fast and the benchmark's models 1.1-1.35x (medians of three rounds on a shared machine), but a
+      lesson-sized model, whose step is mostly embedding lookups and updates, trained no faster per epoch
+      (``make bench`` measures it for the benchmark's models);
     - any other CPU: ``float32``, since it would emulate bfloat16 slowly.
 
     Under a mixed policy the layers compute in 16 bits but keep float32 weights, and the course's output
