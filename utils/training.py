@@ -27,7 +27,7 @@ import pandas as pd
 
 from utils.models import FeatureSpec, Task, compile_model, make_multitask_dataset, task_arrays
 
-__all__ = ["BestWeights", "FitResult", "fit", "init_output_biases", "monitors_for", "train"]
+__all__ = ["BestWeights", "FitResult", "base_rate_biases", "fit", "init_output_biases", "monitors_for", "train"]
 
 #: The validation metric that early stopping follows for each task kind, and whether higher is better.
 MONITOR_BY_KIND: dict[str, tuple[str, str]] = {
@@ -43,33 +43,40 @@ def _logit(p: np.ndarray) -> np.ndarray:
     return np.log(p) - np.log1p(-p)
 
 
-def init_output_biases(model: keras.Model, tasks: Sequence[Task], frame: pd.DataFrame) -> dict[str, np.ndarray]:
-    """Set each task's output bias to what a constant predictor would learn on ``frame``'s labelled rows.
+def base_rate_biases(tasks: Sequence[Task], frame: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Per task, the output bias a constant predictor would learn on ``frame``'s labelled rows.
 
-    Binary and multi-label heads get the logit of the base rate, a regression head the mean, a multiclass head
-    the log class frequencies (smoothed by one count per class). The layer is ``head_<task>`` of the course's
-    builders. Returns the biases set, by task.
+    Binary and multi-label heads: the logit of the base rate; a regression head: the mean; a multiclass head: the
+    log class frequencies (smoothed by one count per class).
     """
     y, w = task_arrays(frame, tasks)
     out = {}
     for task in tasks:
-        layer = model.get_layer(f"head_{task.name}")
-        if getattr(layer, "bias", None) is None:
-            raise ValueError(f"head_{task.name} has no bias to initialise")
         labelled = w[task.name] > 0
         if not labelled.any():
             raise ValueError(f"task {task.name!r} has no labelled row in the frame: nothing to take a base rate from")
         values = y[task.name][labelled]
         if task.kind in ("binary", "multilabel"):
-            bias = _logit(values.reshape(len(values), -1).mean(axis=0))
+            out[task.name] = _logit(values.reshape(len(values), -1).mean(axis=0))
         elif task.kind == "regression":
-            bias = np.array([values.mean()])
+            out[task.name] = np.array([values.mean()])
         else:
             counts = np.bincount(values.astype(int), minlength=task.units) + 1.0
-            bias = np.log(counts / counts.sum())
-        layer.bias.assign(bias.astype(layer.bias.dtype))
-        out[task.name] = bias
+            out[task.name] = np.log(counts / counts.sum())
     return out
+
+
+def init_output_biases(model: keras.Model, tasks: Sequence[Task], frame: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Set each task's output bias (layer ``head_<task>`` of the course's builders) to :func:`base_rate_biases`
+    on ``frame``. Returns the biases set, by task."""
+    heads = {task.name: model.get_layer(f"head_{task.name}") for task in tasks}
+    for name, layer in heads.items():
+        if getattr(layer, "bias", None) is None:
+            raise ValueError(f"head_{name} has no bias to initialise")
+    biases = base_rate_biases(tasks, frame)
+    for name, layer in heads.items():
+        layer.bias.assign(biases[name].astype(layer.bias.dtype))
+    return biases
 
 
 def monitors_for(tasks: Sequence[Task], model: keras.Model) -> dict[str, tuple[str, str]]:

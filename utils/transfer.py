@@ -36,7 +36,7 @@ from keras import ops
 from utils.metrics import auc
 from utils.models import Feature, FeatureSpec, Task, encode_features, feature_arrays, make_multitask_dataset, mlp
 from utils.shopsim import ShopSimData
-from utils.training import BestWeights, init_output_biases
+from utils.training import BestWeights, base_rate_biases
 
 __all__ = [
     "DEFAULT_GROUPS",
@@ -636,18 +636,6 @@ class Strategy:
         }
 
 
-class _FirstLayers:
-    """``get_layer`` over layers grouped by a market-free name: the first of each (for ``init_output_biases``)."""
-
-    def __init__(self, layers: Mapping[str, Sequence[keras.layers.Layer]]) -> None:
-        self.layers = layers
-
-    def get_layer(self, name: str) -> keras.layers.Layer:
-        if name not in self.layers:
-            raise ValueError(f"no layer {name!r}; heads here: {sorted(self.layers)}")
-        return self.layers[name][0]
-
-
 class TransferRunner:
     """Trains one architecture under many strategies without tracing its training step again.
 
@@ -812,16 +800,19 @@ class TransferRunner:
         return self.model
 
     def base_rate_heads(self, rows: pd.DataFrame) -> dict[str, np.ndarray]:
-        """Set every head's bias to its task's base rate on ``rows`` (:func:`utils.training.init_output_biases`),
+        """Set every head's bias to its task's base rate on ``rows`` (:func:`utils.training.base_rate_biases`),
         the heads of every market of a joint model alike; returns the biases by task."""
+        biases = base_rate_biases(self.tasks, rows)
         heads: dict[str, list[keras.layers.Layer]] = {}
         for layer in self.model.layers:
             if layer.name.startswith("head_"):
-                heads.setdefault(market_free_name(layer.name), []).append(layer)
-        biases = init_output_biases(_FirstLayers(heads), self.tasks, rows)
-        for layers in heads.values():
-            for layer in layers[1:]:
-                layer.bias.assign(layers[0].bias)
+                heads.setdefault(market_free_name(layer.name).removeprefix("head_"), []).append(layer)
+        headless = sorted(set(biases) - set(heads))
+        if headless:
+            raise ValueError(f"no head layer for task(s) {headless}; heads here: {sorted(heads)}")
+        for task, bias in biases.items():
+            for layer in heads[task]:
+                layer.bias.assign(bias.astype(layer.bias.dtype))
         return biases
 
     def predict(self, x: pd.DataFrame | Mapping[str, np.ndarray], batch_size: int = 16384) -> dict[str, np.ndarray]:
