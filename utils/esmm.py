@@ -104,15 +104,20 @@ def compile_esmm(
     return model
 
 
+def _require_funnel_columns(frame: pd.DataFrame) -> None:
+    """ESMM's labels are a log's ``click`` and ``purchase`` columns: refuse a frame without them."""
+    for column in ("click", "purchase"):
+        if column not in frame.columns:
+            raise ValueError(f"ESMM needs a {column!r} column; the frame has {list(frame.columns)}")
+
+
 def init_esmm_biases(model: keras.Model, frame: pd.DataFrame) -> dict[str, float]:
     """Set the CTR head's bias to the logit of the click rate on ``frame`` and the CVR head's to the logit of the
     purchase rate among its clicks, so that pCTCVR = pCTR · pCVR starts at the click-and-buy rate.
 
     Returns the two rates. A frame without a click or without a purchase among the clicks is refused.
     """
-    for column in ("click", "purchase"):
-        if column not in frame.columns:
-            raise ValueError(f"ESMM needs a {column!r} column; the frame has {list(frame.columns)}")
+    _require_funnel_columns(frame)
     clicked = frame[frame["click"].to_numpy() == 1]
     if clicked.empty or not clicked["purchase"].any():
         raise ValueError("the frame needs clicks and purchases among them to take the base rates from")
@@ -158,9 +163,7 @@ def esmm_dataset(
     """``(x, y, sample_weight)`` batches for ESMM: every impression, labels ``ctr`` = click and
     ``ctcvr`` = purchase (and a ``cvr`` target of weight 0, since Keras wants one per output). A frame
     where a purchase has no click is refused (it is not a funnel)."""
-    for column in ("click", "purchase"):
-        if column not in frame.columns:
-            raise ValueError(f"ESMM needs a {column!r} column; the frame has {list(frame.columns)}")
+    _require_funnel_columns(frame)
     if ((frame["purchase"] == 1) & (frame["click"] != 1)).any():
         raise ValueError("some rows have purchase=1 without click=1: ESMM's labels must form a funnel")
     ds = make_multitask_dataset(frame, spec, list(ESMM_TASKS), batch_size=batch_size, shuffle=shuffle, seed=seed)

@@ -12,6 +12,7 @@ and Adam scales every weight by its own running moments), several times faster.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -371,8 +372,6 @@ def repeated_runs(builders: Mapping[str, Callable[[], keras.Model]], x: np.ndarr
                   **train: Any) -> RepeatedRuns:
     """Build and train every stacked model (``builders[name]()``, one per architecture, holding every run and
     ``p``) on the first ``n_train`` examples of ``x, y`` (from :func:`synthetic_runs`); test on the rest."""
-    import time
-
     from utils.stacked_models import failed_runs, train_stacked
 
     if not 0 < n_train < len(x):

@@ -109,11 +109,15 @@ class StackedMixture(keras.layers.Layer):
         self.experts.build(input_shape)
         self.gate.build(input_shape)
 
+    def gate_weights(self, inputs: Any) -> Any:
+        """Every model's gates on ``(batch, models, d)``: ``(batch, models, gates, experts)``, softmax over experts."""
+        n_gates = self.num_tasks if self.gates == "per_task" else 1
+        return ops.softmax(ops.reshape(self.gate(inputs), (-1, self.models, n_gates, self.num_experts)), axis=-1)
+
     def call(self, inputs: Any) -> Any:
         experts = ops.reshape(self.experts(inputs), (-1, self.models, self.num_experts, self.units))
-        n_gates = self.num_tasks if self.gates == "per_task" else 1
-        weights = ops.softmax(ops.reshape(self.gate(inputs), (-1, self.models, n_gates, self.num_experts)), axis=-1)
-        if n_gates == 1:
+        weights = self.gate_weights(inputs)
+        if self.gates == "one":
             weights = ops.repeat(weights, self.num_tasks, axis=2)
         return ops.einsum("bmte,bmeu->bmtu", weights, experts)
 
@@ -232,13 +236,11 @@ def gate_weights(model: keras.Model, x: np.ndarray, batch_size: int = 4096) -> n
     if mixture is None:
         raise ValueError(f"{model.name} has no StackedMixture layer: only stacked MMoE / OMoE models have gates")
     runs, settings = model.output.shape[1], model.output.shape[2]
-    n_gates = mixture.num_tasks if mixture.gates == "per_task" else 1
     x = np.asarray(x, dtype="float32")
     rows = []
     for start in range(0, len(x), batch_size):
-        logits = mixture.gate(ops.repeat(x[start:start + batch_size], settings, axis=1))
-        rows.append(keras.ops.convert_to_numpy(ops.softmax(
-            ops.reshape(logits, (-1, runs, settings, n_gates, mixture.num_experts)), axis=-1)))
+        gates = mixture.gate_weights(model.get_layer("per_model")(x[start:start + batch_size]))
+        rows.append(keras.ops.convert_to_numpy(gates).reshape(-1, runs, settings, *gates.shape[2:]))
     return np.concatenate(rows)
 
 
