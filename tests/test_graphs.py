@@ -176,3 +176,114 @@ def test_link_prediction_table_by_several_columns() -> None:
                           "rank": [1.0, 2.0, 4.0]})
     table = graphs.link_prediction_table(frame, ["a", "b"], by=["relation", "side"])
     assert table.loc[("a", "tail"), "mrr"] == 0.5 and table.loc[("b", "tail"), "hits@3"] == 0.0
+
+
+# --------------------------------------------------------------------------------------------------
+# Splits by pair, leaks through twin and inverse relations
+# --------------------------------------------------------------------------------------------------
+
+
+def _twin_graph(seed: int, n_entities: int = 200, n_pairs: int = 600) -> np.ndarray:
+    """Relation 0 on random pairs, 1 its inverse on every pair, 2 a twin of 0 on half of them, 3 random."""
+    rng = np.random.default_rng(seed)
+    pairs = np.unique(rng.integers(0, n_entities, (n_pairs, 2)), axis=0)
+    pairs = pairs[pairs[:, 0] != pairs[:, 1]]
+    h, t = pairs[:, 0], pairs[:, 1]
+    twin = rng.random(len(pairs)) < 0.5
+    other = rng.integers(0, n_entities, (n_pairs // 2, 2))
+    parts = [np.stack([h, np.zeros_like(h), t], 1), np.stack([t, np.ones_like(h), h], 1),
+             np.stack([h[twin], np.full(twin.sum(), 2), t[twin]], 1),
+             np.stack([other[:, 0], np.full(len(other), 3), other[:, 1]], 1)]
+    return np.unique(np.concatenate(parts), axis=0)
+
+
+def _pairs(triples: np.ndarray) -> set[frozenset]:
+    return {frozenset((int(h), int(t))) for h, _, t in triples}
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_pair_split_holds_out_every_pair(seed) -> None:
+    triples = _twin_graph(seed)
+    split = graphs.split_triples(triples, valid_fraction=0.1, test_fraction=0.2, seed=seed)
+    assert sum(split.sizes().values()) == len(triples)
+    train_pairs, valid_pairs, test_pairs = _pairs(split.train), _pairs(split.valid), _pairs(split.test)
+    assert not (train_pairs & valid_pairs) and not (train_pairs & test_pairs) and not (valid_pairs & test_pairs)
+    seen = set(split.train[:, 0]) | set(split.train[:, 2])
+    for part in (split.valid, split.test):
+        assert set(part[:, 0]) <= seen and set(part[:, 2]) <= seen and set(part[:, 1]) <= set(split.train[:, 1])
+    assert 0.15 < len(split.test) / len(triples) < 0.21 and 0.05 < len(split.valid) / len(triples) < 0.11
+    table = graphs.leakage_table(split)
+    assert (table["any"] == 0).all() and list(table.index) == ["valid", "test"]
+    again = graphs.split_triples(triples, valid_fraction=0.1, test_fraction=0.2, seed=seed)
+    np.testing.assert_array_equal(split.test, again.test)
+    other = graphs.split_triples(triples, valid_fraction=0.1, test_fraction=0.2, seed=seed + 10)
+    assert not np.array_equal(split.test, other.test)
+
+
+def test_triple_split_leaks_on_inverse_twins_and_the_report_says_so() -> None:
+    triples = _twin_graph(0)
+    split = graphs.split_triples(triples, valid_fraction=0.1, test_fraction=0.2, seed=0, by="triple")
+    test = graphs.pair_leakage(split.train, split.test)
+    assert test["triples"] == len(split.test)
+    # Relations 0 to 2 (five sixths of the triples) have an inverse twin, left in training 70 % of the time.
+    assert test["any"] > 0.5
+    assert test["another relation reversed"] > 0.4 and test["same relation reversed"] < 0.05
+    assert np.mean(graphs.leaked(split.train, split.test)) == pytest.approx(test["any"])
+
+
+def test_pair_leakage_shares_by_hand() -> None:
+    train = np.array([[0, 0, 1], [2, 0, 3], [6, 0, 5], [5, 2, 6], [7, 1, 8], [9, 0, 9]])
+    test = np.array([
+        [1, 0, 0],  # (0, 0, 1) in training: same relation reversed
+        [7, 0, 8],  # (7, 1, 8): another relation, same direction
+        [3, 1, 2],  # (2, 0, 3): another relation, reversed
+        [5, 0, 6],  # (6, 0, 5) and (5, 2, 6): same relation reversed and another relation same direction
+        [4, 0, 5],  # clean: training never links 4 and 5
+    ])
+    out = graphs.pair_leakage(train, test)
+    assert out == {"triples": 5.0, "same relation reversed": 0.4, "another relation same direction": 0.4,
+                   "another relation reversed": 0.2, "any": 0.8}
+    assert list(graphs.leaked(train, test)) == [True, True, True, True, False]
+    with pytest.raises(ValueError, match="no held-out"):
+        graphs.pair_leakage(train, test[:0])
+
+
+def test_mark_leaked_splits_the_metrics() -> None:
+    train = np.array([[0, 0, 1], [2, 1, 3]])
+    ranks = pd.DataFrame({"head": [1, 4, 1, 4], "relation": 0, "tail": [0, 5, 0, 5],
+                          "side": ["tail", "tail", "head", "head"], "rank": [1.0, 4.0, 1.0, 2.0]})
+    marked = graphs.mark_leaked(ranks, train)
+    assert list(marked["leaked"]) == [True, False, True, False] and "leaked" not in ranks
+    table = graphs.link_prediction_table(marked, by="leaked")
+    assert table.loc[True, "mrr"] == 1.0 and table.loc[False, "mrr"] == pytest.approx((0.25 + 0.5) / 2)
+    with pytest.raises(KeyError, match="filtered_ranks"):
+        graphs.mark_leaked(ranks.drop(columns="tail"), train)
+
+
+def test_relation_overlap_finds_the_planted_inverse_and_twin() -> None:
+    triples = _twin_graph(0)
+    table = graphs.relation_overlap(triples, relations=["acts_in", "has_actor", "performs_in", "random"])
+    row = table.set_index(["relation", "other"])
+    assert row.loc[("acts_in", "has_actor"), "reversed"] == 1.0
+    assert row.loc[("acts_in", "has_actor"), "same direction"] < 0.05  # only where a random pair came both ways
+    assert row.loc[("has_actor", "acts_in"), "reversed"] == 1.0
+    assert row.loc[("performs_in", "acts_in"), "same direction"] == 1.0  # every twin pair is an acts_in pair
+    assert 0.4 < row.loc[("acts_in", "performs_in"), "same direction"] < 0.6  # on half of them
+    assert row.loc[("acts_in", "has_actor"), "pairs"] == (triples[:, 1] == 0).sum()
+    assert set(table.head(4)["other"]) <= {"acts_in", "has_actor", "performs_in"}  # twins and inverses first
+    random_rows = table[table["relation"] == "random"]
+    assert (random_rows[["same direction", "reversed"]] < 0.1).all().all()
+    assert graphs.relation_overlap(triples, min_share=0.3)[["same direction", "reversed"]].max(axis=1).min() > 0.3
+
+
+def test_split_arguments_are_checked() -> None:
+    triples = _twin_graph(0)
+    with pytest.raises(ValueError, match="by must be one of"):
+        graphs.split_triples(triples, by="relation")
+    for valid, test in ((-0.1, 0.1), (0.1, 0.0), (0.5, 0.5), (0.1, float("nan"))):
+        with pytest.raises(ValueError, match="test_fraction"):
+            graphs.split_triples(triples, valid_fraction=valid, test_fraction=test)
+    with pytest.raises(ValueError, match="no triples"):
+        graphs.split_triples(np.zeros((0, 3), dtype=int))
+    with pytest.raises(TypeError, match="integer"):
+        graphs.split_triples(triples.astype(float))

@@ -26,7 +26,9 @@ import pandas as pd
 
 __all__ = [
     "DEFAULT_TYPE",
+    "LEAK_KINDS",
     "LinkScorer",
+    "SPLIT_UNITS",
     "TripleIndex",
     "TripleSplit",
     "degree_table",
@@ -34,10 +36,15 @@ __all__ = [
     "entity_type",
     "filtered_rank",
     "filtered_ranks",
+    "leakage_table",
+    "leaked",
     "link_prediction_metrics",
     "link_prediction_table",
+    "mark_leaked",
     "neighbourhood",
+    "pair_leakage",
     "random_ranks",
+    "relation_overlap",
     "relation_table",
     "split_triples",
     "to_networkx",
@@ -287,32 +294,168 @@ class TripleSplit:
         return {"train": len(self.train), "valid": len(self.valid), "test": len(self.test)}
 
 
-def split_triples(triples: Any, valid_fraction: float = 0.05, test_fraction: float = 0.1,
-                  seed: int = 0) -> TripleSplit:
+#: The ways :func:`split_triples` can hold triples out.
+SPLIT_UNITS = ("pair", "triple")
+
+
+def _pair_keys(triples: np.ndarray, n_entities: int) -> np.ndarray:
+    """One int64 key per triple for its unordered entity pair ``{head, tail}``."""
+    low, high = np.minimum(triples[:, 0], triples[:, 2]), np.maximum(triples[:, 0], triples[:, 2])
+    return low * n_entities + high
+
+
+def split_triples(triples: Any, valid_fraction: float = 0.05, test_fraction: float = 0.1, seed: int = 0,
+                  by: str = "pair") -> TripleSplit:
     """Split triples at random for link prediction, keeping every entity and relation in training.
 
-    A held-out triple whose head, tail or relation would appear nowhere in training is moved back to
-    training: an embedding model cannot rank an entity it has never seen (the transductive setting of
-    the link-prediction benchmarks).
+    ``by="pair"`` (the default) keeps all the triples that link the same unordered pair ``{h, t}``, under any
+    relation and in either direction, in the same part: no held-out pair is seen in training as a twin
+    (``film.actor.film`` and ``film.performance.film``) or an inverse (``directed`` and ``directed_by``), the rule
+    FB15k-237 was built on (Toutanova and Chen, 2015). Pairs are shuffled and dealt out until each part holds its
+    fraction of the triples. ``by="triple"`` draws each triple on its own (the FB15k way; it leaks, see
+    :func:`pair_leakage`). Either way, a held-out triple (with ``"pair"``, its whole pair) whose head, tail or
+    relation would appear nowhere in training goes back to training: an embedding model cannot rank an entity it
+    has never seen (the transductive setting of the link-prediction benchmarks).
     """
     triples = _check_triples(triples)
+    if by not in SPLIT_UNITS:
+        raise ValueError(f"by must be one of {SPLIT_UNITS}, got {by!r}")
+    if len(triples) == 0:
+        raise ValueError("no triples to split")
     if not (0 <= valid_fraction and 0 < test_fraction and valid_fraction + test_fraction < 1):
         raise ValueError(f"need 0 <= valid_fraction, 0 < test_fraction and a sum below 1, got "
                          f"{valid_fraction} and {test_fraction}")
     rng = np.random.default_rng(seed)
-    u = rng.random(len(triples))
-    part = np.where(u < test_fraction, 2, np.where(u < test_fraction + valid_fraction, 1, 0))
-    seen_entities = np.zeros(int(triples[:, [0, 2]].max()) + 1, dtype=bool)
+    n_entities = int(triples[:, [0, 2]].max()) + 1
+    if by == "triple":
+        group = np.arange(len(triples))
+        u = rng.random(len(triples))
+        part = np.where(u < test_fraction, 2, np.where(u < test_fraction + valid_fraction, 1, 0))
+    else:
+        _, group = np.unique(_pair_keys(triples, n_entities), return_inverse=True)
+        sizes = np.bincount(group)
+        order = rng.permutation(len(sizes))
+        before = np.empty(len(sizes))  # triples dealt out before each pair, in the shuffled order
+        before[order] = (np.cumsum(sizes[order]) - sizes[order]) / len(triples)
+        pair_part = np.where(before < test_fraction, 2, np.where(before < test_fraction + valid_fraction, 1, 0))
+        part = pair_part[group]
+    seen_entities = np.zeros(n_entities, dtype=bool)
     seen_relations = np.zeros(int(triples[:, 1].max()) + 1, dtype=bool)
     train = triples[part == 0]
     seen_entities[train[:, 0]] = seen_entities[train[:, 2]] = True
     seen_relations[train[:, 1]] = True
-    for i in rng.permutation(np.flatnonzero(part > 0)):  # in a random order, so no part is favoured
-        h, r, t = triples[i]
-        if not (seen_entities[h] and seen_entities[t] and seen_relations[r]):
-            part[i] = 0
-            seen_entities[h] = seen_entities[t] = seen_relations[r] = True
+    held = np.flatnonzero(part > 0)
+    members = np.split(held[np.argsort(group[held], kind="stable")],
+                       np.flatnonzero(np.diff(np.sort(group[held]))) + 1) if len(held) else []
+    for g in rng.permutation(len(members)):  # in a random order, so no part is favoured
+        rows = triples[members[g]]
+        if not (seen_entities[rows[:, [0, 2]]].all() and seen_relations[rows[:, 1]].all()):
+            part[members[g]] = 0
+            seen_entities[rows[:, 0]] = seen_entities[rows[:, 2]] = seen_relations[rows[:, 1]] = True
     return TripleSplit(triples[part == 0], triples[part == 1], triples[part == 2])
+
+
+# --------------------------------------------------------------------------------------------------
+# Leaks through twin and inverse relations
+# --------------------------------------------------------------------------------------------------
+
+#: The ways a held-out triple ``(h, r, t)`` can have its pair linked in training (not exclusive).
+LEAK_KINDS = ("same relation reversed", "another relation same direction", "another relation reversed")
+
+
+def _leak_flags(train: np.ndarray, held: np.ndarray) -> dict[str, np.ndarray]:
+    """Per held-out triple, whether training holds ``(t, r, h)``, some ``(h, r', t)``, some ``(t, r', h)``."""
+    n_entities = int(max(train[:, [0, 2]].max(initial=0), held[:, [0, 2]].max(initial=0))) + 1
+    n_relations = int(max(train[:, 1].max(initial=0), held[:, 1].max(initial=0))) + 1
+    triple_key = lambda h, r, t: (h * n_relations + r) * n_entities + t  # noqa: E731
+    pair_key = lambda h, t: h * n_entities + t  # noqa: E731
+    train_triples = np.unique(triple_key(train[:, 0], train[:, 1], train[:, 2]))
+    # Relations per directed pair in training: a pair linked by r' != r is linked by "another relation".
+    pairs = pd.DataFrame({"pair": pair_key(train[:, 0], train[:, 2]), "relation": train[:, 1]}).drop_duplicates()
+    count = pairs.groupby("pair")["relation"].size()
+    h, r, t = held[:, 0], held[:, 1], held[:, 2]
+    same_forward = np.isin(triple_key(h, r, t), train_triples)
+    same_reversed = np.isin(triple_key(t, r, h), train_triples)
+    forward = count.reindex(pair_key(h, t), fill_value=0).to_numpy()
+    backward = count.reindex(pair_key(t, h), fill_value=0).to_numpy()
+    return {"same relation reversed": same_reversed,
+            "another relation same direction": forward - same_forward > 0,
+            "another relation reversed": backward - same_reversed > 0,
+            "same triple": same_forward}
+
+
+def leaked(train: Any, triples: Any) -> np.ndarray:
+    """Per triple of ``triples``, whether training links its unordered pair ``{h, t}`` (any relation, either way)."""
+    train, triples = _check_triples(train), _check_triples(triples)
+    n_entities = int(max(train[:, [0, 2]].max(initial=0), triples[:, [0, 2]].max(initial=0))) + 1
+    return np.isin(_pair_keys(triples, n_entities), _pair_keys(train, n_entities))
+
+
+def pair_leakage(train: Any, held: Any) -> dict[str, float]:
+    """The share of ``held`` triples whose unordered pair is linked in ``train``, by way (:data:`LEAK_KINDS`).
+
+    The ways overlap (a pair can be linked by an inverse and a twin); ``"any"`` is their union (plus the triple
+    itself, were it in training too); ``"triples"`` counts ``held``. A model can answer a leaked test triple by
+    looking its pair up, without any reasoning: FB15k's MRR was mostly that.
+    """
+    train, held = _check_triples(train), _check_triples(held)
+    if len(held) == 0:
+        raise ValueError("no held-out triples to check")
+    flags = _leak_flags(train, held)
+    out: dict[str, float] = {"triples": float(len(held))}
+    out.update({kind: float(flags[kind].mean()) for kind in LEAK_KINDS})
+    out["any"] = float(leaked(train, held).mean())
+    return out
+
+
+def leakage_table(split: TripleSplit) -> pd.DataFrame:
+    """:func:`pair_leakage` of the validation and the test triples of a split, one row each."""
+    rows = {name: pair_leakage(split.train, part) for name, part in (("valid", split.valid), ("test", split.test))
+            if len(part)}
+    table = pd.DataFrame(rows).T
+    table["triples"] = table["triples"].astype(int)
+    return table
+
+
+def mark_leaked(ranks: pd.DataFrame, train: Any) -> pd.DataFrame:
+    """A copy of a :func:`filtered_ranks` frame with a boolean ``leaked`` column (:func:`leaked` against
+    ``train``), so ``link_prediction_table(marked, by="leaked")`` reports leaked and clean test triples apart."""
+    missing = [c for c in _COLUMNS if c not in ranks.columns]
+    if missing:
+        raise KeyError(f"the ranks frame has no column(s) {missing}; pass the output of filtered_ranks")
+    triples = ranks[list(_COLUMNS)].to_numpy()
+    return ranks.assign(leaked=leaked(train, triples.astype(np.int64)))
+
+
+def relation_overlap(triples: Any, relations: Sequence[str] | None = None, min_share: float = 0.0) -> pd.DataFrame:
+    """For each ordered pair of relations ``(r1, r2)``: the share of r1's entity pairs ``(h, t)`` that r2 also
+    links as ``(h, t)`` (``same direction``: a twin) or as ``(t, h)`` (``reversed``: an inverse; with r2 = r1, a
+    symmetric relation). FB15k-237 dropped one of each pair whose shares both ways were above 0.97.
+
+    Rows with both shares at most ``min_share`` are left out; ``relations`` names the relation ids.
+    """
+    triples = _check_triples(triples)
+    frame = pd.DataFrame(triples, columns=list(_COLUMNS)).drop_duplicates()
+    pairs = frame.groupby("relation").size().rename("pairs")
+    same = frame.merge(frame, on=["head", "tail"], suffixes=("", "_other"))
+    same = same[same["relation"] != same["relation_other"]]
+    flipped = frame.rename(columns={"head": "tail", "tail": "head"})
+    back = frame.merge(flipped, on=["head", "tail"], suffixes=("", "_other"))
+    counts = pd.concat([
+        same.groupby(["relation", "relation_other"]).size().rename("same direction"),
+        back.groupby(["relation", "relation_other"]).size().rename("reversed"),
+    ], axis=1).fillna(0)
+    counts.index.names = ["relation", "other"]
+    table = counts.reset_index().join(pairs, on="relation")
+    for column in ("same direction", "reversed"):
+        table[column] = table[column] / table["pairs"]
+    table = table[(table["same direction"] > min_share) | (table["reversed"] > min_share)]
+    if relations is not None:
+        names = np.asarray(relations, dtype=object)
+        table = table.assign(relation=names[table["relation"].to_numpy()], other=names[table["other"].to_numpy()])
+    table = table.assign(top=table[["same direction", "reversed"]].max(axis=1)).sort_values(
+        ["top", "pairs"], ascending=False).drop(columns="top")
+    return table[["relation", "other", "pairs", "same direction", "reversed"]].reset_index(drop=True)
 
 
 class LinkScorer(Protocol):
