@@ -315,3 +315,82 @@ def test_dataset_feeds_tf_types() -> None:
     data = kge.negative_sampling_dataset(np.array([[0, 0, 1], [1, 0, 2]]), 3, num_negatives=2, batch_size=2)
     x, y = next(iter(data))
     assert x.dtype == tf.int32 and y.dtype == tf.float32
+
+
+# --------------------------------------------------------------------------------------------------
+# Early stopping on the validation MRR
+# --------------------------------------------------------------------------------------------------
+
+
+class _WeightRecorder(keras.callbacks.Callback):
+    """Keeps a copy of the weights after every epoch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weights: list[list[np.ndarray]] = []
+
+    def on_epoch_end(self, epoch, logs=None) -> None:
+        self.weights.append([np.array(w) for w in self.model.get_weights()])
+
+
+def test_fit_kge_stops_early_and_restores_the_best_epoch() -> None:
+    train, _, n_entities = _clustered_graph()
+    # Validation triples drawn at random: the MRR on them wanders, so the best epoch is rarely the last one.
+    rng = np.random.default_rng(0)
+    valid = np.stack([rng.integers(0, n_entities, 40), rng.integers(0, 2, 40), rng.integers(0, n_entities, 40)], 1)
+    known = np.concatenate([train, valid])
+    set_seed(0)
+    model = kge.TransE(n_entities, 2, dim=16)
+    recorder = _WeightRecorder()
+    history = kge.fit_kge(model, train, kge.MarginRankingLoss(), epochs=40, batch_size=16, num_negatives=8,
+                          learning_rate=0.05, valid=valid, known=known, patience=2, callbacks=[recorder])
+    val_mrr = history.history["val_mrr"]
+    assert len(val_mrr) == len(history.history["loss"]) == len(recorder.weights)
+    best = int(np.argmax(val_mrr)) + 1
+    assert history.best_epoch == best
+    assert len(val_mrr) == best + 3 < 40  # stopped after patience + 1 epochs without a gain
+    restored = graphs.link_prediction_metrics(graphs.filtered_ranks(model, valid, known, n_entities))["mrr"]
+    assert restored == pytest.approx(max(val_mrr), abs=1e-9)
+    for now, then in zip(model.get_weights(), recorder.weights[best - 1], strict=True):
+        np.testing.assert_array_equal(now, then)
+    assert any(not np.array_equal(a, b) for a, b in zip(model.get_weights(), recorder.weights[-1], strict=True))
+
+
+def test_fit_kge_without_valid_runs_every_epoch_and_round_trips(tmp_path) -> None:
+    train, test, n_entities = _clustered_graph()
+    set_seed(0)
+    model = kge.TransE(n_entities, 2, dim=8)
+    history = kge.fit_kge(model, train, kge.MarginRankingLoss(), epochs=3, batch_size=64, num_negatives=2)
+    assert "val_mrr" not in history.history and len(history.epoch) == 3 and history.best_epoch == 3
+    set_seed(0)
+    stopped = kge.TransE(n_entities, 2, dim=8)
+    kge.fit_kge(stopped, train, kge.MarginRankingLoss(), epochs=3, batch_size=64, num_negatives=2, valid=test)
+    stopped.save(tmp_path / "stopped.keras")
+    again = keras.saving.load_model(tmp_path / "stopped.keras")
+    np.testing.assert_allclose(again.score_tails(test[:, 0], test[:, 1]), stopped.score_tails(test[:, 0], test[:, 1]),
+                               rtol=1e-5)
+
+
+def test_fit_kge_samples_the_validation_triples_and_checks_its_arguments() -> None:
+    train, test, n_entities = _clustered_graph()
+    model = kge.TransE(n_entities, 2, dim=8)
+    with pytest.raises(ValueError, match="pass valid"):
+        kge.fit_kge(model, train, kge.MarginRankingLoss(), epochs=1, known=train)
+    with pytest.raises(ValueError, match="max_valid"):
+        kge.fit_kge(model, train, kge.MarginRankingLoss(), epochs=1, valid=test, max_valid=0)
+    with pytest.raises(ValueError, match=r"shape \(n, 3\)"):
+        kge.fit_kge(model, train, kge.MarginRankingLoss(), epochs=1, valid=test[:, :2])
+    with pytest.raises(ValueError, match="no validation triples"):
+        kge.FilteredMRR(test[:0], train, n_entities)
+    callback = kge.FilteredMRR(test, train, n_entities)
+    callback.set_model(model)
+    logs: dict = {}
+    callback.on_epoch_end(0, logs)
+    expected = graphs.link_prediction_metrics(graphs.filtered_ranks(model, test, train, n_entities))["mrr"]
+    assert logs["val_mrr"] == pytest.approx(expected)
+    set_seed(0)
+    history = kge.fit_kge(model, train, kge.MarginRankingLoss(), epochs=4, batch_size=32, num_negatives=4,
+                          valid=train, max_valid=20, seed=5, patience=10)
+    sample = train[np.sort(np.random.default_rng(5).choice(len(train), 20, replace=False))]
+    on_sample = graphs.link_prediction_metrics(graphs.filtered_ranks(model, sample, train, n_entities))["mrr"]
+    assert on_sample == pytest.approx(max(history.history["val_mrr"]), abs=1e-9)

@@ -28,11 +28,13 @@ import pandas as pd
 import tensorflow as tf
 from keras import ops
 
-from utils.graphs import TripleIndex, _check_triples
+from utils.graphs import TripleIndex, _check_triples, filtered_ranks, link_prediction_metrics
+from utils.training import BestWeights
 
 __all__ = [
     "KGE_MODELS",
     "DistMult",
+    "FilteredMRR",
     "KGEModel",
     "LogisticKGELoss",
     "MarginRankingLoss",
@@ -417,12 +419,56 @@ def negative_sampling_dataset(triples: Any, n_entities: int, num_negatives: int 
     return batches.map(make, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(tf.data.AUTOTUNE)
 
 
+class FilteredMRR(keras.callbacks.Callback):
+    """After each epoch, the filtered MRR (heads and tails) of the model on held-out ``triples``, logged as
+    ``name`` so that early stopping (:class:`utils.training.BestWeights`) and the history can follow it."""
+
+    def __init__(self, triples: Any, known: Any, n_entities: int, name: str = "val_mrr",
+                 batch_size: int = 512) -> None:
+        super().__init__()
+        self.triples = _check_triples(triples, n_entities)
+        if len(self.triples) == 0:
+            raise ValueError("no validation triples to rank")
+        self.known = _check_triples(known, n_entities)
+        self.n_entities, self.name, self.batch_size = int(n_entities), name, int(batch_size)
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        ranks = filtered_ranks(self.model, self.triples, self.known, self.n_entities, batch_size=self.batch_size)
+        if logs is not None:
+            logs[self.name] = link_prediction_metrics(ranks)["mrr"]
+
+
 def fit_kge(model: KGEModel, triples: Any, loss: keras.losses.Loss, epochs: int = 20, batch_size: int = 1024,
-            num_negatives: int = 16, learning_rate: float = 1e-2, seed: int = 0, **fit_kwargs: Any) -> keras.callbacks.History:
-    """Compile ``model`` with Adam and ``loss`` and fit it on ``triples`` with fresh negatives every epoch."""
+            num_negatives: int = 16, learning_rate: float = 1e-2, seed: int = 0, valid: Any = None,
+            known: Any = None, patience: int = 2, max_valid: int = 2000,
+            **fit_kwargs: Any) -> keras.callbacks.History:
+    """Compile ``model`` with Adam and ``loss`` and fit it on ``triples`` with fresh negatives every epoch.
+
+    With ``valid`` (held-out triples), training follows the course's protocol: after each epoch the filtered MRR
+    on a seeded sample of at most ``max_valid`` of them is logged as ``val_mrr``; training stops once it has not
+    improved for ``patience`` epochs (``epochs`` is then the cap) and the model keeps its best epoch's weights.
+    ``known`` is every true triple to filter from the ranking (train, valid and test; by default ``triples`` and
+    ``valid``). The history's ``best_epoch`` says which epoch was kept (1-based; the last one without ``valid``).
+    """
     model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss)
     data = negative_sampling_dataset(triples, model.n_entities, num_negatives, batch_size, seed=seed)
-    return model.fit(data, epochs=epochs, verbose=fit_kwargs.pop("verbose", 0), shuffle=False, **fit_kwargs)
+    callbacks = list(fit_kwargs.pop("callbacks", []))
+    keeper = None
+    if valid is not None:
+        valid = _check_triples(valid, model.n_entities)
+        if max_valid < 1:
+            raise ValueError(f"max_valid must be >= 1, got {max_valid}")
+        if len(valid) > max_valid:
+            valid = valid[np.sort(np.random.default_rng(seed).choice(len(valid), max_valid, replace=False))]
+        known = np.concatenate([_check_triples(triples), valid]) if known is None else known
+        keeper = BestWeights({"val_mrr": "max"}, patience=patience)
+        callbacks = [FilteredMRR(valid, known, model.n_entities), keeper, *callbacks]
+    elif known is not None:
+        raise ValueError("known is for filtering the validation ranks: pass valid as well")
+    history = model.fit(data, epochs=epochs, verbose=fit_kwargs.pop("verbose", 0), shuffle=False,
+                        callbacks=callbacks, **fit_kwargs)
+    history.best_epoch = keeper.best_epoch["val_mrr"] if keeper is not None else len(history.epoch)
+    return history
 
 
 # --------------------------------------------------------------------------------------------------
