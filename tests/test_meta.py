@@ -384,3 +384,78 @@ def test_taste_posterior_recovers_a_known_taste() -> None:
     oracle = meta.kshot_scores(episodes, episodes.on_grid(p, "query"))
     assert abs(prior["gauc"] - 0.5) < 1e-9  # u = 0: every query impression scores the same
     assert posterior["gauc"] > 0.7 and posterior["gauc"] <= oracle["gauc"] + 0.02, (posterior, oracle)
+
+
+# --------------------------------------------------------------------------------------------------
+# Early-stopped meta-training, the base-rate head, the ideal K-shot curve
+# --------------------------------------------------------------------------------------------------
+
+
+def test_meta_fit_with_validation_ends_on_the_best_scored_weights() -> None:
+    frame = _two_taste_frame()
+    spec = feature_spec(frame, categorical=["category_id", "brand_id"], embedding_dim=2)
+    histories = meta.UserHistories(frame, spec)
+    users = histories.eligible(k_max=3, query_size=20)
+    train, valid = users[users < 40], users[users >= 40]
+    model = _model(spec)
+    pool = {3: histories.episodes(train, k=3, query_size=20, max_support=12)}
+    check = histories.episodes(valid, k=3, query_size=20, query_after=3, max_support=12)
+    scores: list[tuple[float, list[np.ndarray]]] = []
+
+    def validate() -> float:
+        # A score that peaks early and then falls: the learner must end on the peak's weights, not the last ones.
+        value = [0.5, 0.9, 0.7, 0.6, 0.55, 0.5][len(scores)]
+        scores.append((value, model.get_weights()))
+        return value
+
+    learner = meta.MetaLearner(model, inner_lr=0.3, inner_steps=3, order="first", meta_lr=0.05)
+    history = learner.fit(pool, steps=100, tasks_per_step=8, validate=validate, every=5, patience=3)
+    assert learner.best_step == 5
+    assert len(history) == 20  # stopped after three scores without a gain: steps 10, 15, 20
+    assert history["valid"].notna().sum() == 4
+    for got, want in zip(model.get_weights(), scores[1][1]):
+        np.testing.assert_array_equal(got, want)
+    assert np.isfinite(meta.kshot_scores(check, meta.adapt_and_predict(model, check, 0.3, 3))["gauc"])
+    with pytest.raises(ValueError, match="every and patience"):
+        learner.fit(pool, steps=5, validate=validate, every=0)
+
+
+def test_meta_fit_with_validation_keeps_the_start_when_nothing_helps() -> None:
+    frame = _two_taste_frame(n_users=30, n=40)
+    spec = feature_spec(frame, categorical=["category_id", "brand_id"], embedding_dim=2)
+    histories = meta.UserHistories(frame, spec)
+    model = _model(spec)
+    start = model.get_weights()
+    learner = meta.MetaLearner(model, meta_lr=0.05)
+    pool = {3: histories.episodes(histories.eligible(3, 10), k=3, query_size=10, max_support=12)}
+    learner.fit(pool, steps=6, tasks_per_step=4, validate=lambda: 0.5, every=2, patience=2)
+    assert learner.best_step == 0
+    for got, want in zip(model.get_weights(), start):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_init_head_bias_starts_at_the_base_rate() -> None:
+    frame = _two_taste_frame(n_users=20, n=40)
+    spec = feature_spec(frame, categorical=["category_id", "brand_id"], embedding_dim=2)
+    model = _model(spec)
+    model.get_layer("global_logit").bias.assign(np.zeros(1, dtype="float32"))
+    bias = meta.init_head_bias(model, frame)
+    rate = frame["click"].mean()
+    assert bias == pytest.approx(np.log(rate / (1 - rate)))
+    assert float(model.get_layer("head").bias.numpy()) == pytest.approx(bias, rel=1e-6)
+    with pytest.raises(KeyError, match="no column 'buy'"):
+        meta.init_head_bias(model, frame, label="buy")
+    with pytest.raises(ValueError, match="NaN"):
+        meta.init_head_bias(model, frame.assign(click=np.nan))
+
+
+def test_ideal_kshot_curve_climbs_from_no_taste_towards_the_oracle(shop) -> None:
+    data, log, _, histories, users = shop
+    episodes = {k: meta.UserHistories(data.impressions).episodes(users, k, 10, query_after=3, max_support=30)
+                for k in (1, 3)}
+    curve = meta.ideal_kshot_curve(data, episodes)
+    assert list(curve.index) == ["K = 0 (no taste)", "K = 1", "K = 3", "oracle (knows u)"]
+    assert curve["oracle (knows u)"] >= curve["K = 0 (no taste)"]
+    assert curve.between(0.0, 1.0).all()
+    with pytest.raises(ValueError, match="empty"):
+        meta.ideal_kshot_curve(data, {})

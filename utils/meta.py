@@ -22,7 +22,7 @@ on the TensorFlow backend, the course's.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -49,6 +49,8 @@ __all__ = [
     "fomaml_gradient_logistic",
     "global_layers",
     "head_from_user_vectors",
+    "ideal_kshot_curve",
+    "init_head_bias",
     "kshot_scores",
     "maml_gradient_logistic",
     "split_model",
@@ -417,6 +419,22 @@ def head_from_user_vectors(model: keras.Model, trained: keras.Model) -> None:
     head.bias.assign(vectors[:, -1].mean())
 
 
+def init_head_bias(model: keras.Model, frame: pd.DataFrame, label: str = "click") -> float:
+    """Start a :func:`cold_start_model` at the base rate: its head's bias ``b`` to the log-odds of ``frame``'s
+    click rate (the global logit's own bias starts at 0), as :func:`utils.training.init_output_biases` does for
+    the course's other builders. Returns the bias set."""
+    if label not in frame:
+        raise KeyError(f"the frame has no column {label!r}; it has {list(frame.columns)}")
+    y = frame[label].to_numpy(dtype=np.float64)
+    if np.isnan(y).any() or not len(y):
+        raise ValueError(f"{label!r} must be non-empty and have no NaN labels")
+    rate = float(np.clip(y.mean(), 1e-6, 1 - 1e-6))
+    _, head = split_model(model)
+    bias = float(np.log(rate / (1 - rate)))
+    head.bias.assign(bias)
+    return bias
+
+
 def encode_episodes(encoder: keras.Model, features: Mapping[str, Any], training: bool = False) -> Any:
     """The encoder applied to ``(B, S)`` feature arrays: a ``(B, S, 1 + D)`` representation ``[g, t]``."""
     first = next(iter(features.values()))
@@ -530,6 +548,8 @@ class MetaLearner:
             raise ValueError("every layer is frozen: nothing to meta-train")
         self.optimizer = keras.optimizers.Adam(meta_lr)
         self._step: Any = None
+        #: The step whose weights :meth:`fit` ended with (0: the start; the last step when not validated).
+        self.best_step: int | None = None
 
     def _meta_loss(self, support: Any, sy: Any, sm: Any, query: Any, qy: Any, qm: Any) -> Any:
         x_s = encode_episodes(self.encoder, support, training=True)
@@ -567,16 +587,27 @@ class MetaLearner:
         return tape.gradient(loss, self.variables)
 
     def fit(self, episodes_by_k: Mapping[int, Episodes], steps: int, tasks_per_step: int = 32,
-            seed: int = 0) -> pd.DataFrame:
-        """``steps`` meta-updates; each draws ``tasks_per_step`` users of one K, cycling through the Ks.
+            seed: int = 0, validate: Callable[[], float] | None = None, every: int = 100,
+            patience: int = 3) -> pd.DataFrame:
+        """At most ``steps`` meta-updates; each draws ``tasks_per_step`` users of one K, cycling through the Ks.
 
-        Returns one row per step: K, the batch's query loss and its wall-clock seconds.
+        With ``validate`` (a score of the current model, higher is better, e.g. the validation users' group AUC
+        after adaptation) the learner is early-stopped like every other model: it scores every ``every`` steps,
+        stops after ``patience`` scores without a gain and ends with the best-scoring weights (:attr:`best_step`;
+        step 0 is the starting point). Returns one row per step: K, the batch's query loss, its wall-clock
+        seconds and, where scored, ``valid``.
         """
         if not episodes_by_k:
             raise ValueError("episodes_by_k is empty: pass {k: episodes} for at least one K")
+        if validate is not None and (int(every) < 1 or int(patience) < 1):
+            raise ValueError(f"every and patience must be >= 1, got {every} and {patience}")
         rng = np.random.default_rng(seed)
         ks = sorted(episodes_by_k)
-        rows = []
+        rows: list[dict[str, Any]] = []
+        best, best_weights, waited = -np.inf, None, 0
+        self.best_step = int(steps)
+        if validate is not None:
+            best, best_weights, self.best_step = float(validate()), self.model.get_weights(), 0
         for i in range(int(steps)):
             k = ks[i % len(ks)]
             pool = episodes_by_k[k]
@@ -584,7 +615,21 @@ class MetaLearner:
             start = time.perf_counter()
             loss = self.step(batch)
             rows.append({"step": i + 1, "k": k, "query_loss": loss, "seconds": time.perf_counter() - start})
-        return pd.DataFrame(rows)
+            if validate is not None and ((i + 1) % int(every) == 0 or i + 1 == int(steps)):
+                score = float(validate())
+                rows[-1]["valid"] = score
+                if score > best:
+                    best, best_weights, self.best_step, waited = score, self.model.get_weights(), i + 1, 0
+                else:
+                    waited += 1
+                    if waited >= int(patience):
+                        break
+        if best_weights is not None:
+            self.model.set_weights(best_weights)
+        history = pd.DataFrame(rows)
+        if validate is not None and "valid" not in history:
+            history["valid"] = np.nan
+        return history
 
 
 def adapt_and_predict(model: keras.Model, episodes: Episodes, lr: float, steps: int,
@@ -665,6 +710,25 @@ def taste_posterior_scores(episodes: Episodes, truth: Mapping[str, np.ndarray], 
     qv = episodes.on_grid(truth["taste"], "query").astype(np.float64)
     logit = episodes.on_grid(truth["rest"], "query") + np.einsum("nwd,nd->nw", qv, u)
     return episodes.on_grid(truth["examine"], "query") / (1 + np.exp(-logit))
+
+
+def ideal_kshot_curve(shop: Any, episodes_by_k: Mapping[int, Episodes]) -> pd.Series:
+    """Group AUC of the ideal few-shot learner (:func:`taste_posterior_scores`) at K = 0 (no taste), each K of
+    ``episodes_by_k`` (cut from ``shop.impressions``), and the oracle that knows every user's taste.
+
+    A reference, not a bound: the learner ignores what a user's profile says about their taste, which a model
+    that sees the profile can use, and a MAP estimate can be beaten by chance on a finite set of users.
+    """
+    if not episodes_by_k:
+        raise ValueError("episodes_by_k is empty: pass {k: episodes} for at least one K")
+    truth = shopsim_taste_truth(shop)
+    d = shop.config.latent_dim
+    first = episodes_by_k[min(episodes_by_k)]
+    curve = {"K = 0 (no taste)": kshot_scores(first, taste_posterior_scores(first, truth, d, newton_steps=0))}
+    for k, episodes in sorted(episodes_by_k.items()):
+        curve[f"K = {k}"] = kshot_scores(episodes, taste_posterior_scores(episodes, truth, prior_precision=d))
+    curve["oracle (knows u)"] = kshot_scores(first, first.on_grid(shop.impressions["p_click"], "query"))
+    return pd.Series({name: scores["gauc"] for name, scores in curve.items()}, name="group AUC")
 
 
 # --------------------------------------------------------------------------------------------------
