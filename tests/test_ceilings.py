@@ -118,3 +118,35 @@ def test_ideal_learner_on_the_counterfactual_purchase_label_learns_from_every_ro
     # a purchase label on every impression, not only the clicked ones, says far more about each user's taste
     assert np.corrcoef(every, truth)[0, 1] > np.corrcoef(log, truth)[0, 1]
     assert metrics.auc(test["would_purchase"], every) > metrics.auc(test["would_purchase"], log)
+
+
+def test_launch_predictions_know_the_graph_part_of_the_taste_only() -> None:
+    shop = generate(scale="tiny", seed=5, n_users=150, n_impressions=40_000, kg_signal=1.0)
+    train, _, test = temporal_split(shop.impressions, 3, 3)
+    learner = IdealLearner(shop)
+    with pytest.raises(RuntimeError, match="fit"):
+        learner.predict_click_at_launch(test)
+    learner.fit(train)
+    with_graph = learner.predict_click_at_launch(test)
+    blind = learner.predict_click_at_launch(test, graph=False)
+    assert np.all((with_graph > 0) & (with_graph < 1)) and np.all((blind > 0) & (blind < 1))
+    y = test["click"].to_numpy()
+    # at kg_signal = 1 the graph holds the whole taste: knowing it ranks far better than price alone, and no
+    # better than knowing the item entirely (quality too)
+    full = learner.predict(test)["click"]
+    assert metrics.auc(y, blind) + 0.03 < metrics.auc(y, with_graph) <= metrics.auc(y, full) + 0.01
+    # blind to the graph, an item is its price term: give item b item a's, and the two score the same
+    a, b = test["item_id"].iloc[0], test["item_id"].iloc[1]
+    learner._price = learner._price.copy()
+    learner._price[b] = learner._price[a]
+    np.testing.assert_allclose(learner.predict_click_at_launch(test.assign(item_id=a), graph=False),
+                               learner.predict_click_at_launch(test.assign(item_id=b), graph=False))
+    assert not np.allclose(learner.predict_click_at_launch(test.assign(item_id=a)),
+                           learner.predict_click_at_launch(test.assign(item_id=b)))
+
+
+def test_launch_predictions_equal_without_a_graph_signal() -> None:
+    shop = generate(scale="tiny", seed=6, n_users=100, n_impressions=20_000, kg_signal=0.0)
+    train, _, test = temporal_split(shop.impressions, 3, 3)
+    learner = IdealLearner(shop).fit(train)
+    np.testing.assert_allclose(learner.predict_click_at_launch(test), learner.predict_click_at_launch(test, graph=False))

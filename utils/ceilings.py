@@ -355,6 +355,39 @@ class IdealLearner:
         self.theta, self.covariance = posterior_mode(blocks, self._prior_mean, precision, steps=steps)
         return self
 
+    def predict_click_at_launch(self, rows: pd.DataFrame, graph: bool = True) -> np.ndarray:
+        """P(click) of ``rows`` with each item known only as it is on its launch day: its price term and, with
+        ``graph``, the graph part of its click taste (``sqrt(kg_signal)`` times ShopSim's entity taste).
+
+        The item's own part of the taste and its quality are not in the graph: they are averaged over ShopSim's
+        prior, together with the user's posterior (probit approximation). The best a learner that knows the click
+        model and the graph, and nothing else of a new item, can do; ``graph=False`` knows its price only.
+        """
+        if self.theta is None or self.covariance is None:
+            raise RuntimeError("call fit(train) first")
+        missing = [c for c in ("user_id", "item_id", "position") if c not in rows.columns]
+        if missing:
+            raise KeyError(f"the ideal learner needs column(s) {missing} of the impression log")
+        d, share = self.d, float(self.shop.config.kg_signal)
+        item, user = rows["item_id"].to_numpy(), rows["user_id"].to_numpy()
+        entity = self.shop.latent["item_entity_click"].astype(np.float64) * np.sqrt(d) * shopsim._CLICK_AFFINITY
+        x = np.zeros((len(item), d + 2))
+        if graph:
+            x[:, :d] = np.sqrt(share) * entity[item]
+        x[:, self._bias] = 1.0
+        x[:, self._sens] = -shopsim._CLICK_PRICE * self._price[item]
+        theta, cov = self.theta[user, :d + 2], self.covariance[user, :d + 2, :d + 2]
+        quality_mean, quality_var = self._quality.mean(), self._quality.var()
+        mean = (shopsim._CLICK_QUALITY * quality_mean + self.shop.truth["click_intercept"]
+                + np.einsum("nk,nk->n", x, theta))
+        # the unknown part of the taste: z = t . u with t ~ N(0, I/d) (scaled as above), so var = |u|^2 per unit
+        # share, and E|u|^2 includes the posterior's spread
+        taste_power = (theta[:, :d] ** 2).sum(1) + np.trace(cov[:, :d, :d], axis1=1, axis2=2)
+        unknown = (1.0 - share if graph else 1.0) * shopsim._CLICK_AFFINITY**2 * taste_power
+        variance = (np.einsum("nk,nkl,nl->n", x, cov, x) + unknown + shopsim._CLICK_QUALITY**2 * quality_var)
+        examine = rows["position"].to_numpy(dtype=np.float64) ** -self.shop.config.position_bias
+        return examine * _probit_mean(mean, variance)
+
     def predict(self, rows: pd.DataFrame, nodes_per_dim: int = 6) -> dict[str, np.ndarray]:
         """Posterior predictions for ``rows``: ``click``, ``cvr``, ``cvr_entire`` and ``rating`` (see the class)."""
         if self.theta is None or self.covariance is None:

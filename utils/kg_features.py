@@ -26,8 +26,9 @@ import pandas as pd
 import tensorflow as tf
 from keras import ops
 
-from utils.kge import MarginRankingLoss, transe_score
-from utils.models import FeatureSpec, Task, encode_features, mlp
+from utils.kge import MarginRankingLoss, negative_sampling_dataset, transe_score
+from utils.models import FeatureSpec, Task, encode_features, make_multitask_dataset, mlp
+from utils.training import FitResult, fit, init_output_biases
 
 __all__ = [
     "ENTITY_LAYER",
@@ -36,6 +37,7 @@ __all__ = [
     "JointKGModel",
     "joint_dataset",
     "kg_ranker",
+    "train_joint",
 ]
 
 #: How a ranker uses the graph's entity table.
@@ -168,27 +170,33 @@ class JointKGModel(keras.Model):
     ``(batch, 1 + k)`` of true triples and their corruptions, for :class:`~utils.kge.MarginRankingLoss`.
     The relation vectors belong to this model; the entity vectors are the ranker's ``kg_entity_embedding``,
     so every graph step moves the item vectors the ranker reads, cold-start items included.
-    Compile with a loss per output and ``loss_weights`` to set the graph task's weight.
+    Compile with a loss per output and ``loss_weights`` to set the graph task's weight. ``table`` names the
+    ranker's entity layer (``kg_entity_embedding`` of :func:`kg_ranker`, ``graph_table`` of
+    :func:`utils.kg_ranker.factorised_ranker`); the table must be trainable.
     """
 
-    def __init__(self, ranker: keras.Model, n_relations: int, **kwargs: Any) -> None:
+    def __init__(self, ranker: keras.Model, n_relations: int, table: str = ENTITY_LAYER, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         try:
-            table = ranker.get_layer(ENTITY_LAYER)
+            layer = ranker.get_layer(table)
         except ValueError as err:
-            raise ValueError(f"the ranker has no {ENTITY_LAYER!r} layer: build it with kg_ranker(mode='joint')") from err
+            raise ValueError(f"the ranker has no {table!r} layer: build it with kg_ranker(mode='joint'), or pass the "
+                             "name of its entity table (utils.kg_ranker.GRAPH_TABLE for a factorised ranker)") from err
+        if not layer.trainable:
+            raise ValueError(f"the ranker's {table!r} is frozen: a joint model trains it")
         if int(n_relations) < 1:
             raise ValueError(f"n_relations must be >= 1, got {n_relations}")
         self.ranker = ranker
+        self.table_name = table
         self.n_relations = int(n_relations)
         self.relation_embedding = keras.layers.Embedding(
-            self.n_relations, table.output_dim, name="kg_relation_embedding",
-            embeddings_initializer=keras.initializers.RandomNormal(stddev=1.0 / math.sqrt(table.output_dim)))
+            self.n_relations, layer.output_dim, name="kg_relation_embedding",
+            embeddings_initializer=keras.initializers.RandomNormal(stddev=1.0 / math.sqrt(layer.output_dim)))
 
     @property
     def entity_table(self) -> keras.layers.Embedding:
         """The entity embedding shared with the ranker (a property, so it is tracked once, under the ranker)."""
-        return self.ranker.get_layer(ENTITY_LAYER)
+        return self.ranker.get_layer(self.table_name)
 
     def call(self, inputs: dict[str, Any]) -> dict[str, Any]:
         outputs = dict(self.ranker(inputs["rec"]))
@@ -200,7 +208,7 @@ class JointKGModel(keras.Model):
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "ranker": keras.saving.serialize_keras_object(self.ranker),
-                "n_relations": self.n_relations}
+                "n_relations": self.n_relations, "table": self.table_name}
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> JointKGModel:
@@ -218,3 +226,26 @@ def joint_dataset(rec: tf.data.Dataset, kg: tf.data.Dataset) -> tf.data.Dataset:
         return ({"rec": x, "kg": triples}, {**y, "kg": dummy}, {**w, "kg": tf.ones_like(dummy)})
 
     return tf.data.Dataset.zip(rec, kg.repeat()).map(merge)
+
+
+def train_joint(joint: JointKGModel, task: Task, spec: FeatureSpec, train_rows: pd.DataFrame,
+                valid_rows: pd.DataFrame, triples: np.ndarray, kg_weight: float = 0.1, batch_size: int = 2048,
+                kg_batch_size: int = 512, num_negatives: int = 8, learning_rate: float = 3e-3, seed: int = 0,
+                max_epochs: int = 30, patience: int = 2) -> FitResult:
+    """The course's protocol for a joint model: the click head's bias at the base rate, early stopping on the
+    validation click AUC (``val_<task>_auc``, higher is better) with the best weights restored.
+
+    The graph loss has no validation counterpart worth stopping on (a margin loss falls as long as it trains), so
+    the recommendation task decides when to stop, as it would in a shop; ``kg_weight`` is the graph loss's weight.
+    """
+    if task.kind != "binary":
+        raise ValueError(f"train_joint follows a binary task's AUC, got a {task.kind!r} task")
+    n_entities = joint.entity_table.input_dim
+    joint.compile(optimizer=keras.optimizers.Adam(learning_rate), loss_weights={task.name: 1.0, "kg": kg_weight},
+                  loss={task.name: task.loss, "kg": MarginRankingLoss(1.0)},
+                  weighted_metrics={task.name: [keras.metrics.AUC(name="auc")]})
+    init_output_biases(joint.ranker, [task], train_rows)
+    graph = negative_sampling_dataset(triples, n_entities, num_negatives, batch_size=kg_batch_size, seed=seed)
+    data = joint_dataset(make_multitask_dataset(train_rows, spec, [task], batch_size, shuffle=True, seed=seed), graph)
+    valid = joint_dataset(make_multitask_dataset(valid_rows, spec, [task], max(batch_size, 8192)), graph)
+    return fit(joint, data, valid, {f"val_{task.name}_auc": "max"}, max_epochs=max_epochs, patience=patience)
