@@ -86,16 +86,17 @@ def test_networkx_view_and_neighbourhood() -> None:
     assert graphs.to_networkx(graphs.TripleIndex.from_frame(_frame())).number_of_edges() == 10
 
 
-def test_split_keeps_every_entity_in_training() -> None:
+@pytest.mark.parametrize("by", graphs.SPLIT_UNITS)
+def test_split_keeps_every_entity_in_training(by) -> None:
     rng = np.random.default_rng(0)
     triples = np.stack([rng.integers(0, 300, 2000), rng.integers(0, 5, 2000), rng.integers(0, 300, 2000)], axis=1)
-    split = graphs.split_triples(triples, valid_fraction=0.1, test_fraction=0.2, seed=3)
+    split = graphs.split_triples(triples, valid_fraction=0.1, test_fraction=0.2, seed=3, by=by)
     assert sum(split.sizes().values()) == len(triples)
     seen = set(split.train[:, 0]) | set(split.train[:, 2])
     for part in (split.valid, split.test):
         assert set(part[:, 0]) <= seen and set(part[:, 2]) <= seen
     assert 0.15 < len(split.test) / len(triples) < 0.25
-    again = graphs.split_triples(triples, valid_fraction=0.1, test_fraction=0.2, seed=3)
+    again = graphs.split_triples(triples, valid_fraction=0.1, test_fraction=0.2, seed=3, by=by)
     np.testing.assert_array_equal(split.test, again.test)
     with pytest.raises(ValueError, match="test_fraction"):
         graphs.split_triples(triples, test_fraction=0.0)
