@@ -25,8 +25,19 @@ def test_ranking_log_masks_the_cvr_label(data) -> None:
     train, _, spec = data
     assert train.loc[train["click"] == 0, "cvr_label"].isna().all()
     assert (train.loc[train["click"] == 1, "cvr_label"] == train.loc[train["click"] == 1, "purchase"]).all()
-    assert spec.names == [*ranker.USER_FEATURES, *ranker.ITEM_FEATURES, "price"]
-    assert "position" not in spec.names
+    assert set(spec.names) == {*ranker.USER_FEATURES, *ranker.ITEM_FEATURES, "position", "price"}
+
+
+def test_at_serving_slot_fixes_the_position_and_copies(data, trained) -> None:
+    _, test, spec = data
+    served = ranker.at_serving_slot(test)
+    assert (served["position"] == ranker.SERVING_POSITION).all() and served is not test
+    assert test["position"].nunique() > 1, "the input must be left as it was"
+    logged = trained.predict(feature_arrays(test, spec), verbose=0)["click"]
+    at_top = trained.predict(feature_arrays(served, spec), verbose=0)["click"]
+    assert not np.allclose(logged, at_top), "the position must reach the model"
+    with pytest.raises(ValueError, match="position"):
+        ranker.at_serving_slot(test, 0)
 
 
 @pytest.fixture(scope="module")

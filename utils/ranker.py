@@ -7,8 +7,10 @@ user's and the item's raw features, trained by one function under any ``tf.distr
     >>> spec = ranker_spec(train)
     >>> ranker = train_ranker(train, spec, epochs=1)    # or strategy=tf.distribute.MirroredStrategy()
 
-Position is left out on purpose: a served candidate has no position yet, and ShopSim draws positions
-independently of items, so leaving it out costs calibration per position, not ranking quality.
+Position is a feature, as lesson 01 teaches: the slot explains the attention an impression got, so training
+with it keeps that attention out of what the model learns about users and items. A candidate has no slot yet
+when it is scored, so serving fixes it (:func:`at_serving_slot`, position 1): every candidate is then scored
+as if it were shown first, and their order is the model's relevance order.
 """
 
 from __future__ import annotations
@@ -16,17 +18,21 @@ from __future__ import annotations
 from typing import Any
 
 import keras
+import numpy as np
 import pandas as pd
 
 from utils.models import FeatureSpec, Task, compile_model, feature_spec, make_multitask_dataset, shared_bottom_model
 from utils.runtime import set_seed
 
-__all__ = ["ITEM_FEATURES", "RANK_TASKS", "USER_FEATURES", "build_ranker", "ranker_spec", "ranking_log", "train_ranker"]
+__all__ = ["ITEM_FEATURES", "RANK_TASKS", "SERVING_POSITION", "USER_FEATURES", "at_serving_slot", "build_ranker",
+           "ranker_spec", "ranking_log", "train_ranker"]
 
 #: The user's raw features (the query side of retrieval, the user half of the ranker).
 USER_FEATURES = ("user_id", "age_band", "city_tier", "purchasing_power")
 #: The item's raw categorical features; ``price`` joins them as a log-numeric feature.
 ITEM_FEATURES = ("item_id", "category_id", "brand_id", "shop_id")
+#: The slot every candidate is scored at when served (the top of the page).
+SERVING_POSITION = 1
 #: The ranker's tasks: pCTR on every impression, pCVR (purchase given click) on clicked ones.
 RANK_TASKS = (Task("click", "binary"), Task("purchase", "binary", label="cvr_label"))
 
@@ -39,9 +45,16 @@ def ranking_log(shop: Any) -> pd.DataFrame:
 
 
 def ranker_spec(train: pd.DataFrame, embedding_dim: int = 16) -> FeatureSpec:
-    """The ranker's features fitted on the training days: user and item ids and attributes, log price."""
-    return feature_spec(train, categorical=[*USER_FEATURES, *ITEM_FEATURES], log_numeric=["price"],
+    """The ranker's features fitted on the training days: user and item ids and attributes, log price, position."""
+    return feature_spec(train, categorical=[*USER_FEATURES, *ITEM_FEATURES, "position"], log_numeric=["price"],
                         embedding_dim=embedding_dim)
+
+
+def at_serving_slot(rows: pd.DataFrame, position: int = SERVING_POSITION) -> pd.DataFrame:
+    """A copy of ``rows`` with every position set to the serving slot: how candidates are scored."""
+    if position < 1:
+        raise ValueError(f"position must be >= 1, got {position}")
+    return rows.assign(position=np.int8(position))
 
 
 def build_ranker(spec: FeatureSpec, learning_rate: float = 2e-3) -> keras.Model:

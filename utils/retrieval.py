@@ -33,10 +33,21 @@ import tensorflow as tf
 from keras import ops
 
 from utils.models import FeatureSpec, Task, build_inputs, feature_arrays, mlp, task_arrays
+from utils.training import BestWeights, base_rate_biases
 from utils.models import _batches as batches  # the course's fast, seeded row shuffler
 
 __all__ = [
     "CANDIDATE_PROBABILITY",
+    "HISTORY",
+    "ClickAUCLog",
+    "HistoryPooling",
+    "RecallAtKLog",
+    "fit_two_tower",
+    "item_knn_scores",
+    "recall_by_group",
+    "recall_per_query",
+    "top_k_ids",
+    "click_history",
     "TwoTowerModel",
     "candidate_embeddings",
     "in_batch_softmax_loss",
@@ -48,23 +59,100 @@ __all__ = [
     "retrieval_dataset",
     "retrieve",
     "tower",
+    "with_log_prior",
 ]
 
 _MASKED_LOGIT = -1e9
 #: The key under which a training batch carries each row's item sampling probability (log-Q correction).
 CANDIDATE_PROBABILITY = "candidate_probability"
+#: The query tower's input of the user's last clicked items, ``(n, length)`` item ids, ``-1`` where there is none.
+HISTORY = "history"
 
 
-def tower(spec: FeatureSpec, hidden: Sequence[int] = (64,), output_dim: int = 32, name: str = "tower") -> keras.Model:
+def click_history(clicks: pd.DataFrame, rows: pd.DataFrame, length: int = 20, user_col: str = "user_id",
+                  item_col: str = "item_id", time_col: str = "timestamp") -> np.ndarray:
+    """Per row of ``rows``, the ids of that user's last ``length`` clicks in ``clicks`` made strictly before the
+    row's time (oldest first, ``-1``-padded on the left): ``(len(rows), length)`` int64.
+
+    Strictly before: a training click never sees itself, and a test row sees only what happened before it.
+    """
+    if length < 1:
+        raise ValueError(f"length must be >= 1, got {length}")
+    for frame, what in ((clicks, "clicks"), (rows, "rows")):
+        missing = [c for c in (user_col, time_col) if c not in frame.columns]
+        if missing:
+            raise KeyError(f"{what} lack column(s) {missing}")
+    if item_col not in clicks.columns:
+        raise KeyError(f"clicks lack the column {item_col!r}")
+    order = np.lexsort((clicks[time_col].to_numpy(), clicks[user_col].to_numpy()))
+    c_user = clicks[user_col].to_numpy(np.int64)[order]
+    c_time = clicks[time_col].to_numpy(np.int64)[order]
+    c_item = clicks[item_col].to_numpy(np.int64)[order]
+    r_user, r_time = rows[user_col].to_numpy(np.int64), rows[time_col].to_numpy(np.int64)
+    # Position of (user, time) in the sorted clicks: clicks of the same user strictly earlier lie before it.
+    scale = int(max(c_time.max(initial=0), r_time.max(initial=0))) + 1
+    end = np.searchsorted(c_user * scale + c_time, r_user * scale + r_time, side="left")
+    start = np.searchsorted(c_user, r_user, side="left")
+    index = end[:, None] - length + np.arange(length)[None, :]
+    valid = index >= start[:, None]
+    padded = np.concatenate([c_item, [-1]])
+    return np.where(valid, padded[np.where(valid, index, len(c_item))], -1).astype(np.int64)
+
+
+@keras.saving.register_keras_serializable(package="course")
+class HistoryPooling(keras.layers.Layer):
+    """The mean embedding of a user's clicked items, ``(n, length)`` ids -> ``(n, dim)``, padding (``-1``) and
+    unknown items left out; all zeros for a user without history, so the tower falls back on the profile."""
+
+    def __init__(self, vocabulary: Sequence[int], dim: int = 32, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if dim < 1:
+            raise ValueError(f"dim must be >= 1, got {dim}")
+        self.vocabulary = [int(v) for v in vocabulary]
+        if not self.vocabulary:
+            raise ValueError("the history's item vocabulary is empty")
+        self.dim = int(dim)
+        self.lookup = keras.layers.IntegerLookup(vocabulary=self.vocabulary, num_oov_indices=1, mask_token=None,
+                                                 name="history_lookup")
+        self.embedding = keras.layers.Embedding(len(self.vocabulary) + 1, self.dim, name="history_embedding")
+
+    def build(self, input_shape: tuple[int | None, ...]) -> None:
+        self.embedding.build((None,))
+        self.built = True
+
+    def call(self, ids: Any) -> Any:
+        index = self.lookup(ids)
+        known = ops.cast(ops.greater(index, 0), "float32")  # index 0: padding or an item unseen in training
+        vectors = self.embedding(index) * ops.expand_dims(known, -1)
+        return ops.sum(vectors, axis=1) / ops.maximum(ops.sum(known, axis=1, keepdims=True), 1.0)
+
+    def compute_output_shape(self, input_shape: tuple[int | None, ...]) -> tuple[int | None, ...]:
+        return (input_shape[0], self.dim)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "vocabulary": self.vocabulary, "dim": self.dim}
+
+
+def tower(spec: FeatureSpec, hidden: Sequence[int] = (64,), output_dim: int = 32, name: str = "tower",
+          history_items: Sequence[int] | None = None, history_length: int = 20, normalise: bool = False) -> keras.Model:
     """A tower: raw features -> embeddings -> MLP -> a linear ``output_dim`` embedding (functional model).
 
-    The preprocessing (vocabulary lookups, normalisation) is inside, so the tower takes raw values.
+    The preprocessing (vocabulary lookups, normalisation) is inside, so the tower takes raw values. With
+    ``history_items`` (the training items) it also takes :data:`HISTORY`, the user's last clicked items, pooled
+    by :class:`HistoryPooling`; ``normalise`` L2-normalises the output (dot products become cosines).
     """
     if output_dim < 1:
         raise ValueError(f"output_dim must be >= 1, got {output_dim}")
     inputs, x = build_inputs(spec)
+    if history_items is not None:
+        inputs[HISTORY] = keras.Input(shape=(history_length,), dtype="int64", name=HISTORY)
+        pooled = HistoryPooling(history_items, output_dim, name=f"{name}_history")(inputs[HISTORY])
+        x = keras.layers.Concatenate(name=f"{name}_with_history")([x, pooled])
     x = mlp(hidden, name=f"{name}_hidden")(x)
-    return keras.Model(inputs, keras.layers.Dense(output_dim, name=f"{name}_output")(x), name=name)
+    out = keras.layers.Dense(output_dim, name=f"{name}_output")(x)
+    if normalise:
+        out = keras.layers.UnitNormalization(name=f"{name}_l2")(out)
+    return keras.Model(inputs, out, name=name)
 
 
 def ranking_head(embedding_dim: int, hidden: Sequence[int] = (64,), name: str = "ranking_head") -> keras.Model:
@@ -224,12 +312,13 @@ def retrieval_dataset(
     shuffle: bool = False,
     seed: int = 0,
     item_col: str = "item_id",
+    history: np.ndarray | None = None,
 ) -> tf.data.Dataset:
     """Batches of ``(x, {"click": y}, {"click": w})`` for :class:`TwoTowerModel`, one row per impression.
 
     ``x`` holds the spec's features, plus each row's item sampling probability under
-    :data:`CANDIDATE_PROBABILITY` when ``probability`` (from :func:`item_sampling_probability`) is given.
-    Shuffled once per epoch like ``utils.models.make_multitask_dataset``; pass ``shuffle=False`` to ``fit``.
+    :data:`CANDIDATE_PROBABILITY` when ``probability`` (from :func:`item_sampling_probability`) is given, and
+    :data:`HISTORY` when ``history`` (from :func:`click_history`, one row per row of ``frame``) is. Shuffled once per epoch like ``utils.models.make_multitask_dataset``; pass ``shuffle=False`` to ``fit``.
     """
     if batch_size < 2:
         raise ValueError(f"batch_size must be >= 2 (in-batch negatives), got {batch_size}")
@@ -240,17 +329,27 @@ def retrieval_dataset(
             raise ValueError(f"{int(np.isnan(values).sum())} row(s) have an item without a sampling probability: "
                              "compute it on the frame you train on")
         x[CANDIDATE_PROBABILITY] = values.astype(np.float32)
+    if history is not None:
+        if len(history) != len(frame):
+            raise ValueError(f"history has {len(history)} rows for a frame of {len(frame)}")
+        x[HISTORY] = np.asarray(history, np.int64)
     y, w = task_arrays(frame, [Task("click", "binary")])
     return batches((x, y, w), len(frame), batch_size, shuffle, seed)
 
 
-def query_embeddings(model: TwoTowerModel, users: pd.DataFrame, batch_size: int = 8192) -> np.ndarray:
-    """The query tower's embedding of each row of ``users`` (a frame with the user features)."""
-    spec_names = model.query_features
+def query_embeddings(model: TwoTowerModel, users: pd.DataFrame, history: np.ndarray | None = None,
+                     batch_size: int = 8192) -> np.ndarray:
+    """The query tower's embedding of each row of ``users`` (a frame with the user features), with each row's
+    click history (:func:`click_history`) when the tower takes one."""
+    spec_names = [name for name in model.query_features if name != HISTORY]
     missing = [c for c in spec_names if c not in users.columns]
     if missing:
         raise KeyError(f"the users frame lacks the query feature(s) {missing}")
     x = {name: _column(users, name, model.query_tower.input[name].dtype) for name in spec_names}
+    if HISTORY in model.query_features:
+        if history is None or len(history) != len(users):
+            raise ValueError("this query tower takes each user's click history: pass history, one row per user")
+        x[HISTORY] = np.asarray(history, np.int64)
     return model.query_tower.predict(x, batch_size=batch_size, verbose=0)
 
 
@@ -289,13 +388,152 @@ def retrieve(queries: np.ndarray, candidates: np.ndarray, candidate_ids: np.ndar
     return np.concatenate(scores), np.concatenate(ids)
 
 
-def recall_of_retrieved(top_ids: np.ndarray, relevant: Sequence[set[int]] | Sequence[Sequence[int]]) -> float:
-    """Recall of retrieved id lists: ``|top ∩ relevant| / |relevant|`` per query, averaged over the queries
-    with at least one relevant id (NaN when none has one). ``top_ids`` is ``(n_queries, k)``."""
+def with_log_prior(queries: np.ndarray, candidates: np.ndarray, item_log_prior: np.ndarray,
+                   temperature: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """Query and candidate vectors one column longer, so that their dot product is ``q . c + temperature * log p``
+    (and the retrieval logit ``q . c / temperature + log p``): an exposure prior added back at serving to a model
+    trained without log-Q correction, with the same exact top-K search."""
+    if len(item_log_prior) != len(candidates):
+        raise ValueError(f"{len(item_log_prior)} prior values for {len(candidates)} candidates")
+    ones = np.ones((len(queries), 1), np.float32)
+    prior = temperature * np.asarray(item_log_prior, np.float32).reshape(-1, 1)
+    return (np.concatenate([np.asarray(queries, np.float32), ones], 1),
+            np.concatenate([np.asarray(candidates, np.float32), prior], 1))
+
+
+def recall_per_query(top_ids: np.ndarray, relevant: Sequence[set[int]] | Sequence[Sequence[int]]) -> np.ndarray:
+    """Per query, ``|top ∩ relevant| / |relevant|`` (NaN where nothing is relevant). ``top_ids`` is ``(n_queries, k)``."""
     top_ids = np.asarray(top_ids)
     if top_ids.ndim != 2 or len(top_ids) != len(relevant):
         raise ValueError(f"top_ids must be (n_queries, k) with one row per relevant set: got {top_ids.shape} "
                          f"for {len(relevant)} sets")
-    recalls = [len(set(row.tolist()) & set(rel)) / len(set(rel))
-               for row, rel in zip(top_ids, relevant, strict=True) if len(rel)]
-    return float(np.mean(recalls)) if recalls else float("nan")
+    return np.array([len(set(row.tolist()) & set(rel)) / len(set(rel)) if len(rel) else np.nan
+                     for row, rel in zip(top_ids, relevant, strict=True)])
+
+
+def recall_of_retrieved(top_ids: np.ndarray, relevant: Sequence[set[int]] | Sequence[Sequence[int]]) -> float:
+    """Recall of retrieved id lists: ``|top ∩ relevant| / |relevant|`` per query, averaged over the queries
+    with at least one relevant id (NaN when none has one). ``top_ids`` is ``(n_queries, k)``."""
+    recalls = recall_per_query(top_ids, relevant)
+    return float(np.nanmean(recalls)) if np.isfinite(recalls).any() else float("nan")
+
+
+def recall_by_group(recalls: Mapping[str, np.ndarray], group: np.ndarray, baseline: str | None = None,
+                    n_boot: int = 500, seed: int = 0, overall: bool = True) -> pd.DataFrame:
+    """Mean per-query recall of each method in each group of queries (first "all users" when ``overall``), with
+    its bootstrap standard error (queries resampled within the group), and, given a ``baseline``, each method's
+    paired difference from it with the error of that difference (the same resamples, so shared noise cancels)."""
+    group = np.asarray(group)
+    if baseline is not None and baseline not in recalls:
+        raise KeyError(f"baseline {baseline!r} is not among the methods {list(recalls)}")
+    rng = np.random.default_rng(seed)
+    rows = []
+    groups = [("all users", np.arange(len(group)))] if overall else []
+    groups += [(g, np.flatnonzero(group == g)) for g in sorted(pd.unique(group))]
+    for g, members in groups:
+        draws = rng.integers(0, len(members), (n_boot, len(members)))
+        for name, r in recalls.items():
+            if len(r) != len(group):
+                raise ValueError(f"{name}: {len(r)} recalls for {len(group)} queries")
+            x = np.asarray(r, np.float64)[members]
+            row = {"group": g, "method": name, "users": len(members), "recall": x.mean(),
+                   "± se": x[draws].mean(axis=1).std()}
+            if baseline is not None:
+                diff = x - np.asarray(recalls[baseline], np.float64)[members]
+                row[f"vs {baseline}"], row["± se of difference"] = diff.mean(), diff[draws].mean(axis=1).std()
+            rows.append(row)
+    return pd.DataFrame(rows).set_index(["group", "method"])
+
+
+def top_k_ids(scores: np.ndarray, candidate_ids: np.ndarray, k: int = 100) -> np.ndarray:
+    """The ``k`` best-scored candidate ids per row of a ``(n_queries, n_candidates)`` score matrix, best first."""
+    scores = np.asarray(scores)
+    if not 1 <= k <= scores.shape[1]:
+        raise ValueError(f"k must be in [1, {scores.shape[1]}], got {k}")
+    part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    order = np.argsort(-np.take_along_axis(scores, part, axis=1), axis=1, kind="stable")
+    return np.asarray(candidate_ids)[np.take_along_axis(part, order, axis=1)]
+
+
+def item_knn_scores(history: np.ndarray, clicks: pd.DataFrame, candidate_ids: np.ndarray,
+                    user_col: str = "user_id", item_col: str = "item_id") -> np.ndarray:
+    """Item-kNN: per user, the summed cosine similarity (on the user x item co-click matrix of ``clicks``) of each
+    candidate to the items of the user's ``history`` (:func:`click_history`); the user's own history items
+    stay candidates. ``(n_users, n_candidates)``. In practice: implicit's ItemItemRecommender, or a
+    nearest-neighbour index over item vectors."""
+    from scipy import sparse
+    from sklearn.metrics.pairwise import cosine_similarity
+
+    candidate_ids = np.asarray(candidate_ids)
+    column = pd.Series(np.arange(len(candidate_ids)), index=candidate_ids)
+    pairs = clicks[[user_col, item_col]].drop_duplicates()
+    pairs = pairs[pairs[item_col].isin(column.index)]
+    user_codes, _ = pd.factorize(pairs[user_col])
+    matrix = sparse.csr_matrix((np.ones(len(pairs)), (user_codes, column.loc[pairs[item_col]].to_numpy())),
+                               shape=(user_codes.max(initial=-1) + 1, len(candidate_ids)))
+    similarity = cosine_similarity(matrix.T, dense_output=False).tocsr()  # item x item
+    history = np.asarray(history)
+    known = np.isin(history, candidate_ids)
+    rows = np.repeat(np.arange(len(history)), history.shape[1])[known.ravel()]
+    cols = column.reindex(history.ravel()[known.ravel()]).to_numpy()
+    profile = sparse.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(len(history), len(candidate_ids)))
+    return np.asarray((profile @ similarity).todense())
+
+
+class RecallAtKLog(keras.callbacks.Callback):
+    """After every epoch, write the Recall@K of retrieval on held-out clicks into the logs (``val_recall_at_<k>``),
+    so that :class:`utils.training.BestWeights` can early-stop on what retrieval is for. Put it before BestWeights.
+
+    ``users`` holds the query features (one row per user), ``history`` their click histories (or None),
+    ``relevant`` each user's held-out clicked items, ``items`` the catalogue to retrieve from.
+    """
+
+    def __init__(self, users: pd.DataFrame, history: np.ndarray | None, relevant: Sequence[set[int]],
+                 items: pd.DataFrame, k: int = 100, item_log_prior: np.ndarray | None = None) -> None:
+        super().__init__()
+        if len(users) != len(relevant):
+            raise ValueError(f"{len(users)} users for {len(relevant)} relevant sets")
+        self.users, self.history, self.relevant, self.items, self.k = users, history, list(relevant), items, k
+        self.item_log_prior = item_log_prior
+        self.name = f"val_recall_at_{k}"
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        queries = query_embeddings(self.model, self.users, self.history)
+        candidates = candidate_embeddings(self.model, self.items)
+        if self.item_log_prior is not None:
+            queries, candidates = with_log_prior(queries, candidates, self.item_log_prior, self.model.temperature)
+        _, top = retrieve(queries, candidates, self.items["item_id"].to_numpy(), self.k)
+        if logs is not None:
+            logs[self.name] = recall_of_retrieved(top, self.relevant)
+
+
+class ClickAUCLog(keras.callbacks.Callback):
+    """After every epoch, write the AUC of the ranking head on held-out impressions into the logs
+    (``val_click_auc``), for :class:`utils.training.BestWeights`. Put it before BestWeights."""
+
+    def __init__(self, x: Mapping[str, np.ndarray], clicks: np.ndarray) -> None:
+        super().__init__()
+        self.x, self.clicks, self.name = x, np.asarray(clicks), "val_click_auc"
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        from sklearn.metrics import roc_auc_score
+
+        p = self.model.predict(self.x, batch_size=16384, verbose=0)["click"].ravel()
+        if logs is not None:
+            logs[self.name] = float(roc_auc_score(self.clicks, p))
+
+
+def fit_two_tower(model: TwoTowerModel, rows: pd.DataFrame, train_data: tf.data.Dataset,
+                  monitors: Sequence[keras.callbacks.Callback], max_epochs: int = 10,
+                  patience: int = 1) -> BestWeights:
+    """The course's protocol for a :class:`TwoTowerModel`: the click head's bias at the base rate of ``rows``,
+    early stopping on the validation logs that ``monitors`` write (Recall@K, click AUC: higher is better), the
+    best weights of the first monitor restored. Returns the BestWeights keeper (best epochs, every monitor's
+    weights)."""
+    if not monitors:
+        raise ValueError("give at least one monitor callback (RecallAtKLog, ClickAUCLog)")
+    head = model.ranking.get_layer("click")
+    head.bias.assign(base_rate_biases([Task("click", "binary")], rows)["click"].astype("float32"))
+    keeper = BestWeights({m.name: "max" for m in monitors}, patience=patience)
+    model.fit(train_data, epochs=max_epochs, verbose=0, shuffle=False, callbacks=[*monitors, keeper])
+    return keeper
