@@ -10,6 +10,10 @@ a model the way the link-prediction literature does (filtered MRR and Hits@K, Bo
     >>> ranks = filtered_ranks(model, split.test, index.triples, index.n_entities)   # doctest: +SKIP
     >>> link_prediction_metrics(ranks)                            # doctest: +SKIP
 
+:func:`split_triples` holds out whole entity pairs, so that no test pair is linked in training under a twin or
+an inverse relation (the leak that made FB15k easy); :func:`pair_leakage` and :func:`relation_overlap` measure
+that leak on any split and graph, and :func:`mark_leaked` scores leaked and clean test triples apart.
+
 Entity names may carry a type as a prefix, ``type:id`` (ShopSim's ``item:12``, ``brand:7``); names
 without a colon (Freebase's ``m.0bln8``) have the type ``"entity"``.
 """
