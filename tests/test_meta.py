@@ -459,3 +459,11 @@ def test_ideal_kshot_curve_climbs_from_no_taste_towards_the_oracle(shop) -> None
     assert curve.between(0.0, 1.0).all()
     with pytest.raises(ValueError, match="empty"):
         meta.ideal_kshot_curve(data, {})
+
+
+def test_init_head_bias_of_a_user_vector_model_sets_the_global_logit() -> None:
+    frame = _two_taste_frame(n_users=20, n=40)
+    spec = feature_spec(frame, categorical=["category_id", "brand_id"], embedding_dim=2)
+    trainer = meta.with_user_vectors(_model(spec), frame["user_id"].unique())
+    bias = meta.init_head_bias(trainer, frame)
+    assert float(trainer.get_layer("global_logit").bias.numpy()[0]) == pytest.approx(bias, rel=1e-6)

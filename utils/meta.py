@@ -422,16 +422,20 @@ def head_from_user_vectors(model: keras.Model, trained: keras.Model) -> None:
 def init_head_bias(model: keras.Model, frame: pd.DataFrame, label: str = "click") -> float:
     """Start a :func:`cold_start_model` at the base rate: its head's bias ``b`` to the log-odds of ``frame``'s
     click rate (the global logit's own bias starts at 0), as :func:`utils.training.init_output_biases` does for
-    the course's other builders. Returns the bias set."""
+    the course's other builders; for a :func:`with_user_vectors` model, the global logit's bias. Returns it."""
     if label not in frame:
         raise KeyError(f"the frame has no column {label!r}; it has {list(frame.columns)}")
     y = frame[label].to_numpy(dtype=np.float64)
     if np.isnan(y).any() or not len(y):
         raise ValueError(f"{label!r} must be non-empty and have no NaN labels")
     rate = float(np.clip(y.mean(), 1e-6, 1 - 1e-6))
-    _, head = split_model(model)
     bias = float(np.log(rate / (1 - rate)))
-    head.bias.assign(bias)
+    names = [layer.name for layer in model.layers]
+    if "user_vectors" in names:  # a with_user_vectors model: its b is per user, so the global logit carries the rate
+        model.get_layer("global_logit").bias.assign(np.full((1,), bias, dtype="float32"))
+    else:
+        _, head = split_model(model)
+        head.bias.assign(bias)
     return bias
 
 
