@@ -155,3 +155,26 @@ def test_joint_model_on_a_factorised_ranker_trains_with_early_stopping(tmp_path)
     frozen = factorised_ranker(spec, TASK, graph=graph, item_to_rows=np.arange(len(graph)), factors=4)
     with pytest.raises(ValueError, match="frozen"):
         kg_features.JointKGModel(frozen, n_relations=2, table=GRAPH_TABLE)
+
+
+def test_id_dropout_switches_id_terms_off_in_training_only(tmp_path) -> None:
+    from utils.kg_ranker import SeenMask
+
+    mask = SeenMask(0.5, seed=1)
+    index = np.array([0, 3, 4, 5] * 500)
+    trained = keras.ops.convert_to_numpy(mask(index, training=True)).ravel()
+    served = keras.ops.convert_to_numpy(mask(index, training=False)).ravel()
+    np.testing.assert_array_equal(served, (index > 0).astype("float32"))
+    assert np.all(trained[index == 0] == 0)
+    assert 0.4 < trained[index > 0].mean() < 0.6
+    with pytest.raises(ValueError, match="rate"):
+        SeenMask(1.0)
+    warm, cold, graph = _planted(n=800)
+    spec = _spec(warm)
+    model = factorised_ranker(spec, TASK, graph=graph, item_to_rows=np.arange(len(graph)), factors=4, item_id=True,
+                              id_dropout=0.3)
+    x = feature_arrays(warm[:40], spec)
+    model.save(tmp_path / "dropout.keras")
+    again = keras.saving.load_model(tmp_path / "dropout.keras")
+    assert again.get_layer("item_seen").rate == pytest.approx(0.3)
+    np.testing.assert_allclose(again.predict(x, verbose=0)["click"], model.predict(x, verbose=0)["click"], rtol=1e-6)

@@ -36,10 +36,30 @@ GRAPH_TABLE = "graph_table"
 @keras.saving.register_keras_serializable(package="course")
 class SeenMask(keras.layers.Layer):
     """Vocabulary index -> 1.0 for a known id, 0.0 for the out-of-vocabulary slot (index 0): a cold item's id
-    terms are switched off instead of reading a row no item trained."""
+    terms are switched off instead of reading a row no item trained.
 
-    def call(self, index: Any) -> Any:
-        return ops.expand_dims(ops.cast(index > 0, self.compute_dtype), -1)
+    ``rate`` > 0 also switches them off for that share of the training rows (DropoutNet, Volkovs et al., 2017), so
+    that the id terms cannot absorb what the price and the graph explain: an item constant such as its price is
+    otherwise confounded with its id bias, and what the model learns for it (what a new item is scored by) is left
+    to chance. Never at inference.
+    """
+
+    def __init__(self, rate: float = 0.0, seed: int | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if not 0.0 <= float(rate) < 1.0:
+            raise ValueError(f"rate must be in [0, 1), got {rate}")
+        self.rate, self.seed = float(rate), seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def call(self, index: Any, training: bool | None = None) -> Any:
+        seen = ops.expand_dims(ops.cast(index > 0, self.compute_dtype), -1)
+        if training and self.rate > 0:
+            keep = keras.random.uniform(ops.shape(seen), seed=self.seed_generator) >= self.rate
+            seen = seen * ops.cast(keep, self.compute_dtype)
+        return seen
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "rate": self.rate, "seed": self.seed}
 
 
 def _lookup(spec: FeatureSpec, name: str, x: Any) -> Any:
@@ -52,7 +72,7 @@ def _lookup(spec: FeatureSpec, name: str, x: Any) -> Any:
 
 def factorised_ranker(spec: FeatureSpec, task: Task, graph: np.ndarray | None = None,
                       item_to_rows: np.ndarray | None = None, factors: int = 16, trainable_graph: bool = False,
-                      unit_norm: bool = False, item_id: bool = False, l2: float = 1e-6,
+                      unit_norm: bool = False, item_id: bool = False, id_dropout: float = 0.0, l2: float = 1e-6,
                       user_column: str = "user_id", item_column: str = "item_id", price_column: str | None = "price",
                       name: str | None = None) -> keras.Model:
     """The factorised ranker of the module docstring, on ``spec``'s user id, item id and (optional) price.
@@ -60,7 +80,8 @@ def factorised_ranker(spec: FeatureSpec, task: Task, graph: np.ndarray | None = 
     ``graph`` is a ``(rows, dim)`` table and ``item_to_rows`` maps item id -> its row(s) (``(n_items,)`` or
     ``(n_items, width)``, ``-1`` for none; several rows are averaged). ``trainable_graph`` lets the click loss
     move the rows (a cold item's neighbours are trained by the warm items that share them); ``unit_norm`` keeps
-    them on the unit sphere (for a TransE loss on the same table). Every other numeric feature of ``spec`` (genre
+    them on the unit sphere (for a TransE loss on the same table). ``id_dropout`` switches the id terms off for that
+    share of the training rows (see :class:`SeenMask`). Every other numeric feature of ``spec`` (genre
     flags, say) is an item attribute and joins the graph vector in the item tower. ``l2`` regularises every
     per-user and per-item table. The output layer ``head_<task>`` has a bias, for the base rate.
     """
@@ -123,7 +144,7 @@ def factorised_ranker(spec: FeatureSpec, task: Task, graph: np.ndarray | None = 
         terms.append(keras.layers.Dense(1, use_bias=False, name="item_appeal")(g))
     if item_id:
         index = _lookup(spec, item_column, inputs[item_column])
-        seen = SeenMask(name="item_seen")(index)
+        seen = SeenMask(id_dropout, name="item_seen")(index)
         n_items = spec[item_column].input_dim
         e = keras.layers.Embedding(n_items, factors, embeddings_regularizer=reg, name="item_vector",
                                    embeddings_initializer=keras.initializers.RandomNormal(stddev=0.05))(index)
