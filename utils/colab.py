@@ -6,6 +6,7 @@ test checks every notebook against them, so a fork that changes the URL changes 
 
 from __future__ import annotations
 
+from pathlib import Path
 from urllib.parse import urlparse
 
 from utils.config import BRANCH, REPOSITORY_URL
@@ -48,8 +49,8 @@ def colab_extras(metadata: dict) -> list[str]:
 
 
 def setup_source(extras: list[str] | tuple[str, ...] = (), url: str = REPOSITORY_URL, branch: str = BRANCH) -> str:
-    """The setup cell: on Colab, clone the course and install its package (plus ``extras``, packages
-    Colab lacks); then show the versions."""
+    """The setup cell: on Colab, clone the course (once; a failed clone stops the cell with git's own message and
+    what to check) and install its package (plus ``extras``, packages Colab lacks); then show the versions."""
     github_path(url)  # validates the URL
     extra_line = f"    %pip install -q {' '.join(extras)}\n" if extras else ""
     return (
@@ -58,10 +59,20 @@ def setup_source(extras: list[str] | tuple[str, ...] = (), url: str = REPOSITORY
         "import sys\n"
         "\n"
         'if "google.colab" in sys.modules:\n'
-        f"    !git clone -q --depth 1 -b {branch} {url} {COLAB_CHECKOUT} 2>/dev/null || true\n"
-        f"    %pip install -q --no-deps -e {COLAB_CHECKOUT}\n"
+        "    import os, subprocess\n"
+        "\n"
+        f'    COURSE = "{COLAB_CHECKOUT}"\n'
+        f'    URL, BRANCH = "{url}", "{branch}"\n'
+        '    if not os.path.isdir(f"{COURSE}/utils"):  # a re-run keeps the first clone\n'
+        '        fetch = subprocess.run(["git", "clone", "-q", "--depth", "1", "-b", BRANCH, URL, COURSE],\n'
+        '                               capture_output=True, text=True, env={**os.environ, "GIT_TERMINAL_PROMPT": "0"})\n'
+        "        if fetch.returncode != 0:\n"
+        '            raise RuntimeError(f"could not fetch the course: git clone {URL} (branch {BRANCH}) said: "\n'
+        '                               f"{fetch.stderr.strip()}. Check the URL and the branch in this cell "\n'
+        '                               "(a fork must be public), then run the cell again.")\n'
+        "    %pip install -q --no-deps -e {COURSE}\n"
         f"{extra_line}"
-        f'    sys.path.insert(0, "{COLAB_CHECKOUT}")\n'
+        "    sys.path.insert(0, COURSE)\n"
         "\n"
         "from utils.runtime import show_environment\n"
         "\n"
@@ -96,3 +107,22 @@ def syllabus_table(lessons: dict[str, tuple[str, str]], url: str = REPOSITORY_UR
         else:
             rows.append(f"| {number} | {title} | *planned* | | |")
     return "\n".join([SYLLABUS_START, *rows, SYLLABUS_END])
+
+
+def notebook_extras(folder: Path | None = None) -> list[str]:
+    """Every package that some solution notebook installs on Colab beyond what Colab ships, sorted, once each."""
+    import nbformat
+
+    folder = folder or Path(__file__).resolve().parent.parent / "solutions"
+    extras: set[str] = set()
+    for path in sorted(folder.glob("*.ipynb")):
+        extras.update(colab_extras(nbformat.read(path, as_version=4).metadata))
+    return sorted(extras)
+
+
+if __name__ == "__main__":  # `python -m utils.colab extras`: what the Colab test lane installs beside the course
+    import sys
+
+    if sys.argv[1:] != ["extras"]:
+        raise SystemExit("usage: python -m utils.colab extras")
+    print(" ".join(notebook_extras()))
