@@ -178,3 +178,20 @@ def test_id_dropout_switches_id_terms_off_in_training_only(tmp_path) -> None:
     again = keras.saving.load_model(tmp_path / "dropout.keras")
     assert again.get_layer("item_seen").rate == pytest.approx(0.3)
     np.testing.assert_allclose(again.predict(x, verbose=0)["click"], model.predict(x, verbose=0)["click"], rtol=1e-6)
+
+
+def test_joint_model_passes_the_training_flag_to_its_ranker() -> None:
+    warm, _, graph = _planted(n=400)
+    spec = _spec(warm)
+    set_seed(0)
+    start = graph / np.linalg.norm(graph, axis=1, keepdims=True)
+    ranker = factorised_ranker(spec, TASK, graph=start, item_to_rows=np.arange(len(graph)), factors=4, item_id=True,
+                               id_dropout=0.5, trainable_graph=True, unit_norm=True)
+    ranker.get_layer("item_bias").set_weights([np.full((spec["item_id"].input_dim, 1), 3.0)])
+    joint = kg_features.JointKGModel(ranker, n_relations=2, table=GRAPH_TABLE)
+    x = {"rec": {k: v[:200] for k, v in feature_arrays(warm, spec).items()},
+         "kg": np.zeros((200, 3, 3), dtype="int32")}
+    served = [keras.ops.convert_to_numpy(joint(x, training=False)["click"]) for _ in range(2)]
+    trained = keras.ops.convert_to_numpy(joint(x, training=True)["click"])
+    np.testing.assert_allclose(served[0], served[1])
+    assert np.abs(trained - served[0]).max() > 0.1  # id terms switched off on some rows, in training only

@@ -198,8 +198,9 @@ class JointKGModel(keras.Model):
         """The entity embedding shared with the ranker (a property, so it is tracked once, under the ranker)."""
         return self.ranker.get_layer(self.table_name)
 
-    def call(self, inputs: dict[str, Any]) -> dict[str, Any]:
-        outputs = dict(self.ranker(inputs["rec"]))
+    def call(self, inputs: dict[str, Any], training: bool | None = None) -> dict[str, Any]:
+        # training is passed on explicitly: the ranker's dropout layers must know whether this is a training step
+        outputs = dict(self.ranker(inputs["rec"], training=training))
         triples = ops.cast(inputs["kg"], "int32")
         table = self.entity_table
         outputs["kg"] = transe_score(table(triples[..., 0]), self.relation_embedding(triples[..., 1]),
