@@ -4,20 +4,25 @@ A shop serves in two stages: **retrieval** picks a few hundred candidates out of
 cheaply (a user embedding against every item embedding, top K by dot product), then a **ranker**
 scores those few carefully. :class:`TwoTowerModel` is the first stage, built as the multi-task
 lesson of the TensorFlow Recommenders tutorials did it (a retrieval task and a ranking task on the
-same embeddings, each with a loss weight), in Keras 3 with keras-rs's retrieval layers:
+same embeddings, each with a loss weight), in Keras 3 with keras-rs's retrieval layers. The query tower can
+read the user's earlier clicks (:func:`click_history`, pooled by :class:`HistoryPooling`):
 
-    >>> query = tower(spec.select(USER_FEATURES), name="query_tower")
+    >>> history = click_history(train[train["click"] == 1], rows, length=20)   # clicks strictly before each row
+    >>> query = tower(spec.select(PROFILE), name="query_tower", history_items=train_items)
     >>> candidate = tower(spec.select(ITEM_FEATURES), name="candidate_tower")
     >>> model = TwoTowerModel(query, candidate, ranking_head(32), retrieval_weight=1.0, ranking_weight=1.0)
     >>> model.compile(keras.optimizers.Adam(1e-3))
-    >>> model.fit(retrieval_dataset(train, spec, probability, 2048, shuffle=True), epochs=2, shuffle=False)
+    >>> data = retrieval_dataset(rows, spec, probability, 4096, shuffle=True, history=history)
+    >>> keeper = fit_two_tower(model, rows, data, [RecallAtKLog(users, user_history, relevant, items, 100)])
 
 Training batches are impressions. The **retrieval loss** is an in-batch softmax over the clicked
 impressions of the batch: each clicked row's item is the positive, every other item of the batch a
 negative; the logits are corrected for how often an item lands in a batch (log-Q correction,
 ``keras_rs.layers.SamplingProbabilityCorrection``), and another row with the same item is not a
-negative (``keras_rs.layers.RemoveAccidentalHits``). The **ranking loss** is the binary cross-entropy
-of a click head on the concatenated user and item embeddings, over every impression.
+negative (:func:`mask_accidental_hits`). The **ranking loss** is the binary cross-entropy
+of a click head on the concatenated user and item embeddings, over every impression. :func:`fit_two_tower`
+trains on the course's protocol: the click bias at the base rate, early stopping on validation Recall@K
+(and click AUC), the best weights restored.
 """
 
 from __future__ import annotations
