@@ -59,7 +59,10 @@ def test_a_cold_item_is_scored_by_its_graph_vector_not_its_id() -> None:
     spec = _spec(warm)
     set_seed(0)
     model = factorised_ranker(spec, TASK, graph=graph, item_to_rows=np.arange(len(graph)), factors=4, item_id=True)
-    model.get_layer("item_vector").set_weights([np.random.default_rng(3).normal(size=(spec["item_id"].input_dim, 4))])
+    rng = np.random.default_rng(3)
+    model.get_layer("item_vector").set_weights([rng.normal(size=(spec["item_id"].input_dim, 4))])
+    model.get_layer("item_to_taste").set_weights([rng.normal(size=(4, 4))])  # trained weights, not the zero start
+    model.get_layer("item_appeal").set_weights([rng.normal(size=(4, 1))])
     rows = pd.DataFrame({"user_id": [1, 1, 1], "item_id": [70, 71, 5], "price": [2.0, 2.0, 2.0]})
     p = model.predict(feature_arrays(rows, spec), verbose=0)["click"].ravel()
     # two unseen ids with the same graph vector score the same (no OOV row), a seen id reads its own vector
@@ -88,6 +91,17 @@ def test_the_graph_path_reaches_unseen_items_and_the_no_graph_model_cannot() -> 
     assert scores["graph"] > scores["none"] + 0.1, scores
     # the base rate: the head's bias starts at the logit of the training click rate
     assert 0.3 < warm["click"].mean() < 0.6
+
+
+def test_a_graph_model_starts_as_the_no_graph_model() -> None:
+    warm, _, graph = _planted(n=600)
+    spec = _spec(warm)
+    set_seed(0)
+    model = factorised_ranker(spec, TASK, factors=4, graph=graph, item_to_rows=np.arange(len(graph)))
+    probe = keras.Model(model.inputs, [model.get_layer("item_taste").output, model.get_layer("item_appeal").output])
+    taste, appeal = probe.predict(feature_arrays(warm[:100], spec), verbose=0)
+    np.testing.assert_array_equal(taste, 0.0)  # the graph terms start at zero: no random item offsets at the start
+    np.testing.assert_array_equal(appeal, 0.0)
 
 
 def test_item_attributes_join_the_item_tower() -> None:

@@ -139,9 +139,10 @@ def factorised_ranker(spec: FeatureSpec, task: Task, graph: np.ndarray | None = 
         item_side.insert(0, ops.sum(table(entity) * ops.expand_dims(weights, -1), axis=-2))
     if item_side:
         g = item_side[0] if len(item_side) == 1 else keras.layers.Concatenate(name="item_side")(item_side)
-        v = keras.layers.Dense(factors, use_bias=False, name="item_to_taste")(g)
+        # both start at zero, so that a graph model starts as the no-graph model and learns what the graph adds
+        v = keras.layers.Dense(factors, use_bias=False, kernel_initializer="zeros", name="item_to_taste")(g)
         terms.append(keras.layers.Dot(axes=-1, name="item_taste")([u, v]))
-        terms.append(keras.layers.Dense(1, use_bias=False, name="item_appeal")(g))
+        terms.append(keras.layers.Dense(1, use_bias=False, kernel_initializer="zeros", name="item_appeal")(g))
     if item_id:
         index = _lookup(spec, item_column, inputs[item_column])
         seen = SeenMask(id_dropout, name="item_seen")(index)
