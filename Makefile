@@ -2,6 +2,7 @@
 # a fresh machine needs only python3 (3.11 or 3.12) and make.
 #   make course   execute every solution notebook (default scale) and write build/course/report.md
 #   make test     the tests: unit tests, exercise/solution sync, hygiene, every notebook at the tiny scale
+#   make test-colab  the same tests on Colab's published runtime (Python 3.13, tests/colab_runtime.txt), installed as on Colab
 #   make lab      JupyterLab on the course
 #   make bench    our multi-task models against DeepCTR's, float32 and mixed_bfloat16: throughput, memory, AUC
 #   make gpu-check  every solution at the full scale on a GPU: wall time and device per notebook
@@ -16,7 +17,7 @@ JOBS ?= 2
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONHASHSEED ?= 0
 
-.PHONY: course test lab bench gpu-check exercises solutions check-exercises install clean
+.PHONY: course test test-colab lab bench gpu-check exercises solutions check-exercises install clean
 
 install: $(VENV)/.installed
 
@@ -36,6 +37,25 @@ test: install
 	$(PY) -m utils.runner prepare-tests --scale tiny --out build/nbtest
 	$(PY) -m pytest -n $(JOBS) --dist loadfile --nbval-lax --nbval-current-env \
 		--nbval-cell-timeout=600 tests build/nbtest
+
+# Colab's runtime: its published versions (tests/colab_runtime.txt, also the course's declared floors) on its
+# Python, the course installed as the setup cell installs it (--no-deps -e, plus the notebooks' colab_pip extras
+# within those versions). The exercise sync check is left to `make test`: it does not depend on the stack.
+COLAB_PYTHON ?= 3.13
+COLAB_VENV ?= .venv-colab
+$(COLAB_VENV)/.installed: tests/colab_runtime.txt pyproject.toml | $(UV) install
+	rm -rf $(COLAB_VENV)
+	$(UV) venv -q --python $(COLAB_PYTHON) $(COLAB_VENV)
+	VIRTUAL_ENV=$(COLAB_VENV) $(UV) pip install -q -r tests/colab_runtime.txt
+	VIRTUAL_ENV=$(COLAB_VENV) $(UV) pip install -q --no-deps -e .
+	VIRTUAL_ENV=$(COLAB_VENV) $(UV) pip install -q -c tests/colab_runtime.txt $$($(PY) -m utils.colab extras) \
+		"pytest>=8.0" "pytest-xdist>=3.5" "nbval>=0.11" ipykernel ipywidgets nbformat nbclient tqdm
+	touch $@
+
+test-colab: $(COLAB_VENV)/.installed
+	$(COLAB_VENV)/bin/python -m utils.runner prepare-tests --scale tiny --out build/nbtest-colab
+	$(COLAB_VENV)/bin/python -m pytest -n $(JOBS) --dist loadfile --nbval-lax --nbval-current-env \
+		--nbval-cell-timeout=600 tests build/nbtest-colab
 
 lab: install
 	$(VENV)/bin/jupyter lab
