@@ -41,7 +41,11 @@ test: install
 # Colab's runtime: its published versions (tests/colab_runtime.txt, also the course's declared floors) on its
 # Python, the course installed as the setup cell installs it (--no-deps -e, plus the notebooks' colab_pip extras
 # within those versions). The exercise sync check is left to `make test`: it does not depend on the stack.
-COLAB_PYTHON ?= 3.13
+# Python 3.13: python3.13 on the PATH, else pyenv's newest 3.13, else whatever uv finds or fetches for "3.13".
+IS_313 := import sys; assert sys.version_info[:2] == (3, 13); print(sys.executable)
+COLAB_PYTHON ?= $(shell python3.13 -c '$(IS_313)' 2>/dev/null || \
+	PYENV_VERSION=$$(pyenv versions --bare 2>/dev/null | grep '^3\.13' | tail -n 1) python -c '$(IS_313)' 2>/dev/null || \
+	echo 3.13)
 COLAB_VENV ?= .venv-colab
 $(COLAB_VENV)/.installed: tests/colab_runtime.txt pyproject.toml | $(UV) install
 	rm -rf $(COLAB_VENV)
