@@ -110,7 +110,9 @@ def test_item_attributes_join_the_item_tower() -> None:
     spec = feature_spec(warm, categorical=["user_id", "item_id"], numeric=["genre"], embedding_dim=4)
     model = factorised_ranker(spec, TASK, factors=3, price_column=None)
     assert model.get_layer("item_to_taste").kernel.shape == (1, 3)
-    assert model.predict(feature_arrays(warm[:5], spec), verbose=0)["click"].shape == (5, 1)
+    assert "item_id" not in model.input  # neither a graph nor id terms: the item id is not an input
+    rows = feature_arrays(warm[:5], spec.select(["user_id", "genre"]))
+    assert model.predict(rows, verbose=0)["click"].shape == (5, 1)
 
 
 def test_factorised_ranker_rejects_bad_input() -> None:

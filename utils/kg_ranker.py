@@ -155,6 +155,8 @@ def factorised_ranker(spec: FeatureSpec, task: Task, graph: np.ndarray | None = 
         terms.append(keras.layers.Multiply(name="id_terms_if_seen")([id_terms, seen]))
     logit_terms = keras.layers.Concatenate(name="terms")(terms)
     output = keras.layers.Dense(1, activation="sigmoid", name=f"head_{task.name}")(logit_terms)
+    if graph is None and not item_id:  # attributes only: the model never reads the item id, so it does not take it
+        inputs = {k: v for k, v in inputs.items() if k != item_column}  # (Keras before 3.15 refuses unused inputs)
     model = keras.Model(inputs, {task.name: output}, name=name or "factorised_ranker")
     if graph is not None:
         lookup.set_table(rows)
