@@ -1,5 +1,5 @@
 # The course's commands. Each creates .venv when it is missing and installs the locked versions into it;
-# a fresh machine needs only python3 (3.11 or 3.12) and make.
+# a fresh machine needs only python3 (3.11, 3.12 or 3.13) and make; test-colab also needs a Python 3.13.
 #   make course   execute every solution notebook (default scale) and write build/course/report.md
 #   make test     the tests: unit tests, exercise/solution sync, hygiene, every notebook at the tiny scale
 #   make test-colab  the same tests on Colab's published runtime (Python 3.13, tests/colab_runtime.txt), installed as on Colab

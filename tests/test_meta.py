@@ -321,12 +321,17 @@ def _two_taste_frame(n_users: int = 60, n: int = 60, seed: int = 0) -> pd.DataFr
     return pd.concat(rows, ignore_index=True)
 
 
-def test_maml_learns_a_taste_that_no_feature_shows() -> None:
-    frame = _two_taste_frame()
+def _two_taste_tasks(**frame_args):
+    """The two-taste frame, its spec, its histories, and its users with 3 clicks split into < 40 and >= 40."""
+    frame = _two_taste_frame(**frame_args)
     spec = feature_spec(frame, categorical=["category_id", "brand_id"], embedding_dim=2)
     histories = meta.UserHistories(frame, spec)
     users = histories.eligible(k_max=3, query_size=20)
-    train, new = users[users < 40], users[users >= 40]
+    return frame, spec, histories, users[users < 40], users[users >= 40]
+
+
+def test_maml_learns_a_taste_that_no_feature_shows() -> None:
+    _, spec, histories, train, new = _two_taste_tasks()
     model = _model(spec)
     model.get_layer("head").taste.assign(np.zeros(3, dtype="float32"))
     pool = {3: histories.episodes(train, k=3, query_size=20, max_support=12)}
@@ -392,11 +397,7 @@ def test_taste_posterior_recovers_a_known_taste() -> None:
 
 
 def test_meta_fit_with_validation_ends_on_the_best_scored_weights() -> None:
-    frame = _two_taste_frame()
-    spec = feature_spec(frame, categorical=["category_id", "brand_id"], embedding_dim=2)
-    histories = meta.UserHistories(frame, spec)
-    users = histories.eligible(k_max=3, query_size=20)
-    train, valid = users[users < 40], users[users >= 40]
+    _, spec, histories, train, valid = _two_taste_tasks()
     model = _model(spec)
     pool = {3: histories.episodes(train, k=3, query_size=20, max_support=12)}
     check = histories.episodes(valid, k=3, query_size=20, query_after=3, max_support=12)

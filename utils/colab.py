@@ -113,7 +113,9 @@ def notebook_extras(folder: Path | None = None) -> list[str]:
     """Every package that some solution notebook installs on Colab beyond what Colab ships, sorted, once each."""
     import nbformat
 
-    folder = folder or Path(__file__).resolve().parent.parent / "solutions"
+    from utils.notebooks import solutions_dir
+
+    folder = folder or solutions_dir()
     extras: set[str] = set()
     for path in sorted(folder.glob("*.ipynb")):
         extras.update(colab_extras(nbformat.read(path, as_version=4).metadata))

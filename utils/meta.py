@@ -32,7 +32,8 @@ import pandas as pd
 import tensorflow as tf
 
 from utils import metrics as course_metrics
-from utils.models import FeatureSpec, encode_features, feature_arrays
+from utils.models import FeatureSpec, Task, encode_features, feature_arrays
+from utils.training import base_rate_biases
 
 __all__ = [
     "TASTE_PREFIX",
@@ -428,8 +429,7 @@ def init_head_bias(model: keras.Model, frame: pd.DataFrame, label: str = "click"
     y = frame[label].to_numpy(dtype=np.float64)
     if np.isnan(y).any() or not len(y):
         raise ValueError(f"{label!r} must be non-empty and have no NaN labels")
-    rate = float(np.clip(y.mean(), 1e-6, 1 - 1e-6))
-    bias = float(np.log(rate / (1 - rate)))
+    bias = float(base_rate_biases([Task(label, "binary")], frame)[label][0])
     names = [layer.name for layer in model.layers]
     if "user_vectors" in names:  # a with_user_vectors model: its b is per user, so the global logit carries the rate
         model.get_layer("global_logit").bias.assign(np.full((1,), bias, dtype="float32"))
