@@ -70,13 +70,63 @@ def _sigmoid_everywhere(spec, tasks):
     return keras.Model(inputs, outputs)
 
 
+def _softmax_everywhere_but_sums(spec, tasks):
+    """Right widths, but the regression head squashed by a sigmoid."""
+    inputs, x = build_inputs(spec)
+    h = mlp((16,), name="bottom")(x)
+    outputs = {}
+    for task in tasks:
+        t = mlp((8,), name=f"tower_{task.name}")(h)
+        act = "sigmoid" if task.kind == "regression" else task.activation
+        outputs[task.name] = keras.layers.Dense(task.units, activation=act, name=f"head_{task.name}")(t)
+    return keras.Model(inputs, outputs)
+
+
+def _task_attribute_typo(spec, tasks):
+    return {t.name: t.n_units for t in tasks}
+
+
+def _deeper_plain_dense(spec, tasks):
+    """A valid variant: two bottom layers, towers of plain Dense layers, the softmax as a separate layer."""
+    inputs, x = build_inputs(spec)
+    h = keras.layers.Dense(32, activation="relu", name="bottom_1")(x)
+    h = keras.layers.Dense(16, activation="relu", name="bottom_2")(h)
+    outputs = {}
+    for task in tasks:
+        t = keras.layers.Dense(8, activation="relu", name=f"tower_{task.name}")(h)
+        if task.kind == "multiclass":
+            logits = keras.layers.Dense(task.units, name=f"logits_{task.name}")(t)
+            outputs[task.name] = keras.layers.Softmax(name=f"head_{task.name}")(logits)
+        else:
+            outputs[task.name] = keras.layers.Dense(task.units, activation=task.activation, name=f"head_{task.name}")(t)
+    return keras.Model(inputs, outputs)
+
+
 def _missing_task(spec, tasks):
     return _reference_structure(spec, tasks[:2])
 
 
-def test_shared_bottom_accepts_reference() -> None:
-    result = l03.shared_bottom(_reference_structure)
+def _notebook_shared_bottom(spec, tasks, bottom=(64,), tower=(32,)):
+    """The reference answer of solutions/03_shared_multitask.ipynb."""
+    inputs, x = build_inputs(spec)
+    shared = mlp(bottom, name="bottom")(x)
+    outputs = {}
+    for task in tasks:
+        h = mlp(tower, name=f"tower_{task.name}")(shared)
+        outputs[task.name] = keras.layers.Dense(task.units, activation=task.activation, name=f"head_{task.name}")(h)
+    return keras.Model(inputs, outputs, name="shared_bottom")
+
+
+@pytest.mark.parametrize("fn", [_reference_structure, _notebook_shared_bottom, _deeper_plain_dense])
+def test_shared_bottom_accepts_reference(fn) -> None:
+    result = l03.shared_bottom(fn)
     assert result.passed, result
+
+
+def test_shared_bottom_reference_message_unchanged() -> None:
+    assert repr(l03.shared_bottom(_notebook_shared_bottom)) == (
+        "✅ Exercise 03.1 (the shared-bottom structure): correct: 3 embeddings and 1 bottom layer(s) shared by all "
+        "3 heads, a tower and a head per task")
 
 
 @pytest.mark.parametrize("fn, words", [
@@ -84,7 +134,9 @@ def test_shared_bottom_accepts_reference() -> None:
     (_no_bottom, "shared bottom"),
     (_no_towers, "its own tower"),
     (_list_outputs, "dict keyed by task name"),
-    (_sigmoid_everywhere, "softmax"),
+    (_sigmoid_everywhere, "task.activation"),
+    (_softmax_everywhere_but_sums, "task.activation"),
+    (_task_attribute_typo, ".units"),
     (_missing_task, "one output per task"),
     (lambda spec, tasks: [_reference_structure(spec, [t]) for t in tasks], "keras.Model"),
 ])
@@ -154,9 +206,48 @@ def test_masked_labels_rejects_wrong(fn, words: str) -> None:
     assert result.status == "wrong" and words in result.message, result
 
 
-def test_masked_labels_accepts_reference() -> None:
-    assert l03.masked_labels(_reference_masked).passed
-    assert l03.masked_labels(_plain_reindex).passed
+def _notebook_masked(entity_ids, labels):
+    """The reference answer of solutions/03_shared_multitask.ipynb."""
+    per_row = labels.reindex(entity_ids)
+    known = per_row.notna().to_numpy()
+    y = per_row.to_numpy(dtype="float64", na_value=0).astype("int64")
+    return y, known.astype("float32")
+
+
+def _pandas_masked(entity_ids, labels):
+    """A valid variant: pandas Series out, an Int8 label column and boolean weights."""
+    per_row = labels.reindex(entity_ids)
+    return per_row.fillna(0), per_row.notna()
+
+
+def _lookup_by_label(entity_ids, labels):
+    """labels[ids] raises KeyError for the id without an entry."""
+    per_row = labels[entity_ids]
+    return per_row.fillna(0).to_numpy(), per_row.notna().to_numpy(dtype=float)
+
+
+@pytest.mark.parametrize("fn", [_reference_masked, _plain_reindex, _notebook_masked, _pandas_masked])
+def test_masked_labels_accepts_reference(fn) -> None:
+    result = l03.masked_labels(fn)
+    assert result.passed, result
+
+
+def test_masked_labels_reference_message_unchanged() -> None:
+    assert repr(l03.masked_labels(_notebook_masked)) == (
+        "✅ Exercise 03.2 (masked labels): correct: each row carries its entity's label, and the rows without one "
+        "weigh 0")
+
+
+@pytest.mark.parametrize("fn, words", [
+    (_lookup_by_label, "reindex"),
+    (lambda ids, labels: (labels.reindex(ids), labels.reindex(ids).notna()), "NaN"),
+    (lambda ids, labels: (labels.reindex(ids).to_numpy(), labels.reindex(ids).notna()), "NaN"),
+    (lambda ids, labels: (np.array(["a"] * len(ids), dtype=object), np.ones(len(ids))), "must be numbers"),
+    (lambda ids, labels: (_plain_reindex(ids, labels)[0], np.full(len(ids), np.nan)), "weight is NaN"),
+])
+def test_masked_labels_explains_types(fn, words: str) -> None:
+    result = l03.masked_labels(fn)
+    assert result.status == "wrong" and words in result.message, result
 
 
 def test_masked_labels_not_attempted() -> None:
@@ -189,8 +280,82 @@ def test_user_predictions_rejects_wrong(fn, words: str) -> None:
     assert result.status == "wrong" and words in result.message, result
 
 
-def test_user_predictions_accepts_reference() -> None:
-    assert l03.user_predictions(_reference_users).passed
+def _notebook_users(user_ids, probs):
+    """The reference answer of solutions/03_shared_multitask.ipynb."""
+    mean = pd.DataFrame(probs).groupby(np.asarray(user_ids)).mean()
+    return pd.Series(mean.to_numpy().argmax(axis=1), index=mean.index)
+
+
+def _summed_users(user_ids, probs):
+    total = pd.DataFrame(np.asarray(probs, dtype="float32")).groupby(np.asarray(user_ids)).sum()
+    return pd.Series(total.to_numpy().argmax(axis=1), index=total.index)
+
+
+def _idxmax_users(user_ids, probs):
+    return pd.DataFrame(probs).groupby(np.asarray(user_ids)).mean().idxmax(axis=1)
+
+
+def _object_users(user_ids, probs):
+    series = _notebook_users(user_ids, probs)
+    return pd.Series([int(v) for v in series], index=series.index, dtype=object)
+
+
+def _loop_users(user_ids, probs):
+    ids = np.asarray(user_ids)
+    return pd.Series({u: int(np.argmax(np.mean(probs[ids == u], axis=0))) for u in np.unique(ids)})
+
+
+def _most_confident_row(user_ids, probs):
+    frame = pd.DataFrame({"user": user_ids, "conf": probs.max(axis=1), "cls": probs.argmax(axis=1)})
+    return frame.loc[frame.groupby("user")["conf"].idxmax()].set_index("user")["cls"]
+
+
+def _max_of_probs(user_ids, probs):
+    table = pd.DataFrame(probs).groupby(np.asarray(user_ids)).max()
+    return pd.Series(table.to_numpy().argmax(axis=1), index=table.index)
+
+
+def _geometric(user_ids, probs):
+    table = pd.DataFrame(np.log(probs)).groupby(np.asarray(user_ids)).mean()
+    return pd.Series(table.to_numpy().argmax(axis=1), index=table.index)
+
+
+def _first_row(user_ids, probs):
+    return pd.Series(np.asarray(probs).argmax(axis=1)).groupby(np.asarray(user_ids)).first()
+
+
+def test_user_fixture_separates_the_methods() -> None:
+    """The vote, the most confident row, the geometric mean and the first row all differ from the mean and from
+    each other on the fixture, so each gets its own message."""
+    ids, probs = l03._user_fixture()
+    answers = [tuple(f(ids, probs).sort_index().to_numpy()) for f in
+               (_notebook_users, _vote, _most_confident_row, _geometric, _first_row)]
+    assert len(set(answers)) == len(answers), answers
+
+
+@pytest.mark.parametrize("fn", [_reference_users, _notebook_users, _summed_users, _idxmax_users, _object_users,
+                                _loop_users])
+def test_user_predictions_accepts_reference(fn) -> None:
+    result = l03.user_predictions(fn)
+    assert result.passed, result
+
+
+def test_user_predictions_reference_message_unchanged() -> None:
+    assert repr(l03.user_predictions(_notebook_users)) == (
+        "✅ Exercise 03.3 (one prediction per user): correct: the argmax of each user's mean predicted distribution")
+
+
+@pytest.mark.parametrize("fn, words", [
+    (_most_confident_row, "most confident"),
+    (_max_of_probs, "most confident"),
+    (_geometric, "geometric mean"),
+    (_first_row, "argmax of the mean distribution"),
+    (lambda ids, probs: _notebook_users(ids, probs).map(lambda c: f"class {c}"), "class indices"),
+    (lambda ids, probs: _notebook_users(ids, probs) + 0.5, "not an average"),
+])
+def test_user_predictions_names_other_methods(fn, words: str) -> None:
+    result = l03.user_predictions(fn)
+    assert result.status == "wrong" and words in result.message, result
 
 
 def test_user_predictions_not_attempted() -> None:

@@ -26,8 +26,8 @@ def _mix_naive_exp(experts, logits):
 
 
 @pytest.mark.parametrize("fn, words", [
-    (lambda e, g: np.einsum("ne,neu->nu", _softmax(g, 1), e)[:, None], "(n, u)"),
-    (lambda e, g: np.einsum("ne,neu->ne", _softmax(g, 1), e), "(n, u)"),
+    (lambda e, g: np.einsum("ne,neu->nu", _softmax(g, 1), e)[:, None], "(B, u)"),
+    (lambda e, g: np.einsum("ne,neu->ne", _softmax(g, 1), e), "(B, u)"),
     (_mix_naive_exp, "maximum"),
     (lambda e, g: np.einsum("ne,neu->nu", np.clip(g, -50, 50), e), "raw logits"),
     (lambda e, g: e.mean(axis=1), "same weight"),
@@ -153,3 +153,82 @@ def test_count_rejects(fn, words: str) -> None:
 def test_count_accepts_and_not_attempted() -> None:
     assert l05.mmoe_parameters(_count).passed
     assert l05.mmoe_parameters(_not_written).status == "not attempted"
+
+
+# -- float32 and other valid variants, more mistakes ----------------------------------------------------------
+
+def _mix_notebook(expert_outputs, gate_logits):
+    """The reference answer of solutions/05_experts_mmoe_ple.ipynb."""
+    z = gate_logits - gate_logits.max(axis=1, keepdims=True)
+    gate = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+    return (gate[:, :, None] * expert_outputs).sum(axis=1)
+
+
+def _mix_keras(expert_outputs, gate_logits):
+    """Keras's softmax and a float32 einsum: within 1e-7 of the float64 answer."""
+    import keras
+
+    gate = keras.ops.softmax(keras.ops.convert_to_tensor(gate_logits, "float32"), axis=-1)
+    mixed = keras.ops.einsum("be,beu->bu", gate, keras.ops.convert_to_tensor(expert_outputs, "float32"))
+    return keras.ops.convert_to_numpy(mixed)
+
+
+@pytest.mark.parametrize("fn", [_mix_notebook, _mix_keras,
+                                lambda e, g: _mix_notebook(e.astype("float32"), g.astype("float32"))])
+def test_mix_accepts_valid_variants(fn) -> None:
+    result = l05.mix_experts(fn)
+    assert result.passed, result
+
+
+def test_mix_reference_message_unchanged() -> None:
+    assert repr(l05.mix_experts(_mix_notebook)) == (
+        "✅ Exercise 05.1 (gate-weighted sum of experts): correct: 5 examples mixed from 3 experts, stable for "
+        "large logits")
+
+
+@pytest.mark.parametrize("fn, words", [
+    (lambda e, g: _mix_notebook(e, g) * (1 + 1e-3), "relative tolerance"),
+    (lambda e, g: _mix_notebook(e, g).T, "(B, n, u)"),
+    (lambda e, g: np.full((5, 4), "x"), "array of numbers"),
+])
+def test_mix_rejects_more(fn, words: str) -> None:
+    result = l05.mix_experts(fn)
+    assert result.status == "wrong" and words in result.message, result
+
+
+def _weights_float32(u1, u2, p, c):
+    u1, u2 = u1.astype("float32"), u2.astype("float32")
+    return np.float32(c) * u1, np.float32(c) * (np.float32(p) * u1 + np.sqrt(np.float32(1 - p * p)) * u2)
+
+
+@pytest.mark.parametrize("fn", [_weights_float32, lambda u1, u2, p, c: list(synthetic.task_weight_vectors(u1, u2, p, c))])
+def test_weights_accept_valid_variants(fn) -> None:
+    result = l05.task_weights(fn)
+    assert result.passed, result
+
+
+def test_weights_reference_message_unchanged() -> None:
+    assert repr(l05.task_weights(lambda u1, u2, p, c: (c * u1, c * (p * u1 + np.sqrt(1 - p**2) * u2)))) == (
+        "✅ Exercise 05.2 (weight vectors with cosine similarity p): correct: |w1| = |w2| = c and cos(w1, w2) = p for "
+        "every p tried, including negative p")
+
+
+def _count_keras(d, e, units, tower, tasks, gates):
+    """Build the model and let Keras count."""
+    from utils.experts import mmoe_model
+    from utils.models import Task
+
+    model = mmoe_model(d, [Task(f"y{t}", "regression") for t in range(tasks)], e, units, tower, gates=gates)
+    return model.count_params()
+
+
+@pytest.mark.parametrize("fn", [_count, _count_keras, lambda *a: np.int64(_count(*a)), lambda *a: float(_count(*a))])
+def test_count_accepts_valid_variants(fn) -> None:
+    result = l05.mmoe_parameters(fn)
+    assert result.passed, result
+
+
+@pytest.mark.parametrize("fn, words", [(lambda *a: None, "whole number"), (lambda *a: str(_count(*a)), "an int")])
+def test_count_rejects_more(fn, words: str) -> None:
+    result = l05.mmoe_parameters(fn)
+    assert result.status == "wrong" and words in result.message, result

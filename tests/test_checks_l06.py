@@ -87,6 +87,10 @@ def test_ctcvr_rejects(fn, words: str) -> None:
 def test_ctcvr_accepts_and_not_attempted() -> None:
     assert l06.ctcvr_from_logits(funnel.ctcvr_from_logits).passed
     assert l06.ctcvr_from_logits(lambda a, b: _sigmoid(a) * _sigmoid(b)).passed
+    # float32 answers (Keras's default dtype)
+    assert l06.ctcvr_from_logits(lambda a, b: (_sigmoid(a) * _sigmoid(b)).astype(np.float32)).passed
+    assert l06.ctcvr_from_logits(
+        lambda a, b: (1 / (1 + np.exp(-a.astype(np.float32)))) * (1 / (1 + np.exp(-b.astype(np.float32))))).passed
     assert l06.ctcvr_from_logits(_not_written).status == "not attempted"
 
 
@@ -135,6 +139,8 @@ def test_aucs_accept_sklearn_and_not_attempted() -> None:
 
     assert l06.cvr_aucs(funnel.cvr_aucs).passed
     assert l06.cvr_aucs(with_sklearn).passed
+    assert l06.cvr_aucs(lambda c, pu, w, p: tuple(np.float32(v) for v in funnel.cvr_aucs(c, pu, w, p))).passed
+    assert l06.cvr_aucs(lambda c, pu, w, p: funnel.cvr_aucs(c, pu, w, p.astype(np.float32))).passed
     assert l06.cvr_aucs(_not_written).status == "not attempted"
 
 

@@ -62,8 +62,21 @@ def test_adapt_rejects(fn, words: str) -> None:
     assert result.status == "wrong" and words in result.message, result
 
 
+def _f32(*arrays):
+    return [np.asarray(a, dtype=np.float32) for a in arrays]
+
+
+def _adapt_float32(w, b, t, g, y, mask, lr, steps):
+    w, b, t, g, y, mask = _f32(w, b, t, g, y, mask)
+    for _ in range(steps):
+        r = (_sigmoid(g + t @ w + b) - y) * mask
+        w, b = w - np.float32(lr) * t.T @ r, b - np.float32(lr) * r.sum()
+    return w, b
+
+
 def test_adapt_accepts_and_not_attempted() -> None:
     assert l09.adapt_user(meta.adapt_logistic).passed
+    assert l09.adapt_user(_adapt_float32).passed
     assert l09.adapt_user(_not_written).status == "not attempted"
     assert l09.adapt_user(lambda *a: 1.0).status == "wrong"
 
@@ -108,8 +121,16 @@ def test_fomaml_rejects(fn, words: str) -> None:
     assert result.status == "wrong" and words in result.message, result
 
 
+def _fomaml_float32(w, b, support, query, lr, steps):
+    w_k, b_k = _adapt_float32(w, b, *support, lr, steps)
+    t, g, y, mask = _f32(*query)
+    r = (_sigmoid(g + t @ w_k + b_k) - y) * mask / mask.sum()
+    return t.T @ r, r.sum()
+
+
 def test_fomaml_accepts_and_not_attempted() -> None:
     assert l09.fomaml_gradient(meta.fomaml_gradient_logistic).passed
+    assert l09.fomaml_gradient(_fomaml_float32).passed
     assert l09.fomaml_gradient(_not_written).status == "not attempted"
 
 
@@ -140,7 +161,18 @@ def test_maml_rejects(fn, words: str) -> None:
     assert result.status == "wrong" and words in result.message, result
 
 
+def _maml_float32(w, b, support, query, lr):
+    t, g, y, mask = _f32(*support)
+    w, b = _f32(w, b)
+    gq = np.append(*_fomaml_float32(w, b, support, query, lr, 1)).astype(np.float32)
+    p = _sigmoid(g + t @ w + b)
+    t1 = np.hstack([t, np.ones((len(t), 1), np.float32)])
+    out = gq - np.float32(lr) * (t1.T @ (t1 * (mask * p * (1 - p))[:, None])) @ gq
+    return out[:-1], out[-1]
+
+
 def test_maml_accepts_and_not_attempted() -> None:
+    assert l09.maml_gradient(_maml_float32).passed
     assert l09.maml_gradient(meta.maml_gradient_logistic).passed
     assert l09.maml_gradient(lambda w, b, s, q, lr: _so(w, b, s, q, lr)).passed
     assert l09.maml_gradient(_not_written).status == "not attempted"

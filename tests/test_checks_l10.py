@@ -27,6 +27,16 @@ def _loss(q, c, positive, ids, p, sign=-1.0, mask=True, axis=1, average="positiv
     return np.sum(per_row * positive) / (positive.sum() if average == "positives" else len(positive))
 
 
+def _loss_float32(q, c, positive, ids, p):
+    """In float32 throughout, with a large negative logit (not -inf) for the accidental hits."""
+    q, c, positive, p = (np.asarray(a, dtype=np.float32) for a in (q, c, positive, p))
+    logits = q @ c.T - np.log(p)[None, :]
+    logits = np.where((ids[:, None] == ids[None, :]) & ~np.eye(len(ids), dtype=bool), np.float32(-1e9), logits)
+    log_softmax = logits - np.log(np.sum(np.exp(logits - logits.max(axis=1, keepdims=True)), axis=1,
+                                         keepdims=True)) - logits.max(axis=1, keepdims=True)
+    return np.sum(-np.diag(log_softmax) * positive) / np.sum(positive)
+
+
 @pytest.mark.parametrize("fn, words", [
     (lambda q, c, y, ids, p: retrieval.in_batch_softmax_loss(q, c, y, ids), "log-Q correction is missing"),
     (lambda q, c, y, ids, p: _loss(q, c, y, ids, p, sign=1.0), "wrong sign"),
@@ -36,6 +46,7 @@ def _loss(q, c, positive, ids, p, sign=-1.0, mask=True, axis=1, average="positiv
     (lambda q, c, y, ids, p: _loss(q, c, y, ids, p, average="batch"), "batch size"),
     (lambda q, c, y, ids, p: float("nan"), "stably"),
     (lambda q, c, y, ids, p: 2 * retrieval.in_batch_softmax_loss(q, c, y, ids, p), "in-batch softmax loss is"),
+    (lambda q, c, y, ids, p: (1 + 1e-4) * retrieval.in_batch_softmax_loss(q, c, y, ids, p), "relative tolerance"),
 ])
 def test_in_batch_rejects(fn, words) -> None:
     result = l10.in_batch_softmax_loss(fn)
@@ -45,6 +56,7 @@ def test_in_batch_rejects(fn, words) -> None:
 def test_in_batch_accepts_and_not_attempted() -> None:
     assert l10.in_batch_softmax_loss(retrieval.in_batch_softmax_loss).passed
     assert l10.in_batch_softmax_loss(lambda q, c, y, ids, p: _loss(q, c, y, ids, p)).passed
+    assert l10.in_batch_softmax_loss(_loss_float32).passed
     assert l10.in_batch_softmax_loss(_not_written).status == "not attempted"
 
 
@@ -70,6 +82,44 @@ def _serve_maker(signature_of=None, score_of=None, flatten=True, decorate=True):
     return make
 
 
+def _serve_keys(*keys):
+    def make(model, beta, gamma):
+        inner = serving.make_serving_function(model, beta, gamma)
+
+        @tf.function(input_signature=inner.input_signature)
+        def serve(features):
+            out = inner(features)
+            return {key: out[key] for key in keys}
+
+        return serve
+
+    return make
+
+
+def _serve_log10(model, beta, gamma):
+    return _serve_maker(score_of=lambda pc, pv, price, b, g: (tf.math.log(pc) + b * tf.math.log(pv)
+                                                             + g * tf.math.log(price)) / tf.math.log(10.0))(
+        model, beta, gamma)
+
+
+def _serve_from_inputs_list(model, beta, gamma):
+    """Another valid way: the signature from model.inputs (a list of Keras tensors), clipped logs."""
+    signature = {t.name: tf.TensorSpec((None,), t.dtype, t.name) for t in model.inputs}
+
+    @tf.function(input_signature=[signature])
+    def serve(features):
+        out = model(features, training=False)
+        pc, pv = tf.squeeze(out["click"], -1), tf.squeeze(out["purchase"], -1)
+        score = tf.math.log(tf.maximum(pc, 1e-7)) + beta * tf.math.log(tf.maximum(pv, 1e-7))
+        return {"p_click": pc, "p_purchase": pv, "score": score + gamma * tf.math.log(features["price"])}
+
+    return serve
+
+
+def _wrong_names(model):
+    return {f"{k}_in": s for k, s in serving.serving_signature(model).items()}
+
+
 def _fixed_batch(model):
     return {k: tf.TensorSpec((4,), s.dtype, k) for k, s in serving.serving_signature(model).items()}
 
@@ -83,6 +133,9 @@ def _float_ids(model):
     (_serve_maker(signature_of=lambda m: None), "input_signature"),
     (_serve_maker(signature_of=_fixed_batch), "shape=(None,)"),
     (_serve_maker(signature_of=_float_ids), "int64"),
+    (_serve_maker(signature_of=_wrong_names), "model.input"),
+    (_serve_keys("p_click", "p_purchase"), "missing ['score']"), (_serve_keys("p_click", "score"), "'purchase'"),
+    (_serve_log10, "natural logarithm"),
     (_serve_maker(flatten=False), "flatten"),
     (_serve_maker(score_of=lambda pc, pv, price, b, g: tf.math.log(pc) + b * tf.math.log(pv)), "price term"),
     (_serve_maker(score_of=lambda pc, pv, price, b, g: pc * pv**b * price**g), "log of the fused score"),
@@ -97,6 +150,7 @@ def test_serving_rejects(fn, words) -> None:
 def test_serving_accepts_and_not_attempted() -> None:
     assert l10.serving_function(serving.make_serving_function).passed
     assert l10.serving_function(_serve_maker()).passed
+    assert l10.serving_function(_serve_from_inputs_list).passed
     assert l10.serving_function(_not_written).status == "not attempted"
 
 
@@ -140,6 +194,34 @@ def _psi_closed(e_x, a_x, bins=10):
     return float(np.sum((a - e) * np.log(a / e)))
 
 
+def _psi_unfloored(e_x, a_x, bins=10):
+    edges = monitoring.quantile_edges(e_x, bins)
+    e, a = _shares(e_x, edges), _shares(a_x, edges)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return float(np.sum((a - e) * np.log(a / e)))
+
+
+def _psi_empty_bins_skipped(e_x, a_x, bins=10):
+    edges = monitoring.quantile_edges(e_x, bins)
+    e, a = _shares(e_x, edges), _shares(a_x, edges)
+    keep = (a > 0) & (e > 0)
+    return float(np.sum((a[keep] - e[keep]) * np.log(a[keep] / e[keep])))
+
+
+def _psi_added(e_x, a_x, bins=10):
+    edges = monitoring.quantile_edges(e_x, bins)
+    e, a = _shares(e_x, edges) + 1e-4, _shares(a_x, edges) + 1e-4
+    return float(np.sum((a - e) * np.log(a / e)))
+
+
+def _psi_float32(e_x, a_x, bins=10):
+    e_x, a_x = np.asarray(e_x, np.float32), np.asarray(a_x, np.float32)
+    edges = np.unique(np.quantile(e_x, np.linspace(0, 1, bins + 1)[1:-1]))
+    e = np.maximum(np.histogram(e_x, np.r_[-np.inf, edges, np.inf])[0] / np.float32(len(e_x)), np.float32(1e-4))
+    a = np.maximum(np.histogram(a_x, np.r_[-np.inf, edges, np.inf])[0] / np.float32(len(a_x)), np.float32(1e-4))
+    return np.sum((a - e) * np.log(a / e), dtype=np.float32)
+
+
 def _psi_counts(e_x, a_x, bins=10):
     return monitoring.psi(e_x, a_x, bins) * len(a_x)
 
@@ -147,6 +229,9 @@ def _psi_counts(e_x, a_x, bins=10):
 @pytest.mark.parametrize("fn, words", [
     (_psi_kl, "Kullback-Leibler"), (_psi_window_bins, "from the window"), (_psi_uniform, "equal-width"),
     (_psi_no_floor, "epsilon"), (_psi_closed, "open-ended"), (_psi_counts, "shares"),
+    (_psi_unfloored, "floor both shares at 1e-4"), (_psi_empty_bins_skipped, "left out"), (_psi_added, "added 1e-4"),
+    (lambda e, a, bins=10: monitoring.psi(e, a, bins, epsilon=1e-6), "floor of 1e-06"),
+    (lambda e, a, bins=10: monitoring.psi(e, a, bins) * (1 + 1e-4), "relative tolerance"),
     (lambda e, a, bins=10: monitoring.psi(e, a, 5), "the PSI is"),
 ])
 def test_psi_rejects(fn, words) -> None:
@@ -156,5 +241,6 @@ def test_psi_rejects(fn, words) -> None:
 
 def test_psi_accepts_and_not_attempted() -> None:
     assert l10.psi(monitoring.psi).passed
+    assert l10.psi(_psi_float32).passed
     assert l10.psi(lambda e, a, bins=10: _psi_with_edges(e, a, monitoring.quantile_edges(e, bins))).passed
     assert l10.psi(_not_written).status == "not attempted"

@@ -8,7 +8,9 @@ from collections.abc import Callable
 import numpy as np
 
 from utils import expert_experiments, synthetic
-from utils.checks import CheckResult, expect, run_check
+from utils.checks import CheckResult, Wrong, expect, run_check
+
+RTOL, ATOL = 1e-5, 1e-7  # float32 answers (Keras's default dtype) agree to about 1e-7 relative
 
 # -- Exercise 05.1: the gate-weighted sum of experts ------------------------------------------------------
 
@@ -31,10 +33,13 @@ def _check_mix(fn: Callable[..., np.ndarray]) -> str:
     experts, logits = _mix_fixture()
     want = expert_experiments.mix_experts(experts, logits)
     with np.errstate(all="ignore"):  # an overflowing exp is reported below, not as a warning
-        got = np.asarray(fn(experts.copy(), logits.copy()), dtype=float)
+        answer = np.asarray(fn(experts.copy(), logits.copy()))
+    expect(answer.dtype.kind in "biuf", f"return a (B, u) array of numbers, got {answer.dtype} values")
+    got = answer.astype("float64")
     expect(got.shape == want.shape,
-           f"the result must be (n, u) = {want.shape}: one mixed vector per example, got shape {got.shape}; "
-           "sum over the experts axis (axis 1), keep the units")
+           f"the result must be (B, u) = {want.shape}: one mixed vector per example, got shape {got.shape}; "
+           f"the inputs are (B, n, u) = {experts.shape} expert outputs and (B, n) = {logits.shape} gate logits: "
+           "sum over the n experts (axis 1), keep the units")
     expect(np.isfinite(got).all(),
            "the result has inf or nan on the row with large logits (around 800): subtract each row's maximum "
            "logit before exp; the softmax does not change, and exp no longer overflows")
@@ -44,13 +49,15 @@ def _check_mix(fn: Callable[..., np.ndarray]) -> str:
     expect(not np.allclose(got[ok], experts.mean(axis=1)[ok]),
            "every expert got the same weight: the gate's softmax weights must multiply each expert's output")
     expect(not np.allclose(got[ok], np.einsum("ne,neu->nu", _softmax(logits, axis=0), experts)[ok]),
-           "the softmax ran over the examples (axis 0): each example's gate is a distribution over the experts "
+           "the softmax ran over the batch (axis 0): each example's gate is a distribution over its n experts "
            "(axis 1)")
     hard = experts[np.arange(len(experts)), logits.argmax(axis=1)]
     expect(not np.allclose(got[ok], hard[ok]),
            "that picks the single best expert (argmax): MMoE's gate is soft, a softmax-weighted sum of all experts")
-    expect(np.allclose(got, want, rtol=1e-6, atol=1e-9),
-           "not the gate-weighted sum: for each example, sum_e softmax(logits)_e * experts[:, e, :]")
+    gap = float(np.abs(got - want).max())
+    expect(np.allclose(got, want, rtol=RTOL, atol=ATOL),
+           f"not the gate-weighted sum (off by up to {gap:.3g}, beyond a relative tolerance of {RTOL:g}): for each "
+           "example b, sum_e softmax(gate_logits[b])_e * expert_outputs[b, e, :]")
     return f"correct: {want.shape[0]} examples mixed from {experts.shape[1]} experts, stable for large logits"
 
 
@@ -67,23 +74,28 @@ def _check_weights(fn: Callable[..., tuple]) -> str:
     u1, u2 = synthetic.orthogonal_unit_vectors(12, np.random.default_rng(52))
     for p, c in ((0.5, 1.0), (0.9, 2.0), (-0.3, 0.7), (1.0, 1.5)):
         got = fn(u1.copy(), u2.copy(), p, c)
-        expect(isinstance(got, tuple) and len(got) == 2, "return a pair (w1, w2)")
-        w1, w2 = (np.asarray(w, dtype=float) for w in got)
+        expect(isinstance(got, (tuple, list)) and len(got) == 2,
+               f"return a pair (w1, w2) of vectors shaped like u1 {u1.shape}")
+        expect(all(np.asarray(w).dtype.kind in "biuf" for w in got), "w1 and w2 must be arrays of numbers")
+        w1, w2 = (np.asarray(w).astype("float64") for w in got)
         want1, want2 = synthetic.task_weight_vectors(u1, u2, p, c)
         expect(w1.shape == want1.shape and w2.shape == want2.shape,
                f"w1 and w2 must be vectors of the input dimension {want1.shape}, got {w1.shape} and {w2.shape}")
-        expect(np.allclose(w1, want1), f"w1 must be c * u1 (p={p}, c={c}): the first task's direction is u1, "
+        expect(np.allclose(w1, want1, rtol=RTOL, atol=ATOL), f"w1 must be c * u1 (p={p}, c={c}): the first task's direction is u1, "
                                        "scaled by c")
-        if np.allclose(w2, (p * u1 + (1 - p) * u2) * c):
+        if np.allclose(w2, (p * u1 + (1 - p) * u2) * c, rtol=RTOL, atol=ATOL):
             expect(p == 1.0, "w2 uses 1 - p for the weight of u2: with sqrt(1 - p^2) instead, w2 has norm c "
                              "and cosine p with w1 (p^2 + (1 - p^2) = 1)")
-        expect(not np.allclose(w2, p * u1 + np.sqrt(1 - p * p) * u2) or c == 1.0,
+        expect(not np.allclose(w2, p * u1 + np.sqrt(1 - p * p) * u2, rtol=RTOL, atol=ATOL) or c == 1.0,
                "w2 is missing the scale c: w2 = c * (p u1 + sqrt(1 - p^2) u2)")
         cos = float(w1 @ w2 / (np.linalg.norm(w1) * np.linalg.norm(w2)))
-        expect(np.isclose(cos, p, atol=1e-9), f"at p={p} the cosine similarity of your w1 and w2 is {cos:.4f}, "
-                                              f"not {p}")
-        expect(np.isclose(np.linalg.norm(w2), c), f"|w2| must be c = {c}, got {np.linalg.norm(w2):.4f}")
-        expect(np.allclose(w2, want2), "w2 must be c * (p u1 + sqrt(1 - p^2) u2)")
+        expect(np.isclose(cos, p, rtol=RTOL, atol=1e-6),
+               f"at p={p} the cosine similarity of your w1 and w2 is {cos:.6g}, not {p} (tolerance 1e-6)")
+        norm = float(np.linalg.norm(w2))
+        expect(np.isclose(norm, c, rtol=RTOL, atol=ATOL),
+               f"|w2| must be c = {c}, got {norm:.6g} (relative tolerance {RTOL:g})")
+        expect(np.allclose(w2, want2, rtol=RTOL, atol=ATOL),
+               f"w2 must be c * (p u1 + sqrt(1 - p^2) u2) (p={p}, c={c}, relative tolerance {RTOL:g})")
     return "correct: |w1| = |w2| = c and cos(w1, w2) = p for every p tried, including negative p"
 
 
@@ -108,7 +120,9 @@ def _check_count(fn: Callable[..., int]) -> str:
     for d, e, units, tower, tasks, gates in _CONFIGS:
         want = expert_experiments.mmoe_parameters(d, e, units, tower, tasks, gates)
         got = fn(d, e, units, tower, tasks, gates)
-        expect(isinstance(got, (int, np.integer)) or float(got).is_integer(), f"return a whole number, got {got!r}")
+        expect(isinstance(got, (int, float, np.integer, np.floating)) and not isinstance(got, bool)
+               and np.isfinite(got) and float(got).is_integer(),
+               f"return a whole number (an int: the count of weights and biases), got {got!r}")
         got = int(got)
         setting = f"d={d}, {e} experts of {list(units)}, tower {list(tower)}, {tasks} tasks, gates={gates!r}"
         n_gates = tasks if gates == "per_task" else 1

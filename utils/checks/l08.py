@@ -10,6 +10,9 @@ import numpy as np
 from utils import graphs, kge
 from utils.checks import CheckResult, expect, run_check
 
+#: Relative tolerance of the numeric comparisons: an answer computed in float32 (Keras's default) passes.
+RTOL = 1e-5
+
 # --------------------------------------------------------------------------------------------------
 # Exercise 08.1: the TransE score and the margin ranking loss
 # --------------------------------------------------------------------------------------------------
@@ -61,8 +64,11 @@ def _check_loss(fn: Callable[..., float]) -> str:
          "the margin is missing: max(0, margin - s(true) + s(corrupted))"),
     ]
     for score, combine, message in mistakes:
-        expect(not np.isclose(got, _loss_variant(h, r, t, h_neg, t_neg, margin, score, combine), rtol=1e-6), message)
-    expect(np.isclose(got, want, rtol=1e-6, atol=1e-9), f"got {got:.6f}, the margin loss is {want:.6f}")
+        expect(not np.isclose(got, _loss_variant(h, r, t, h_neg, t_neg, margin, score, combine), rtol=RTOL,
+                              atol=1e-7), message)
+    expect(np.isclose(got, want, rtol=RTOL, atol=1e-7),
+           f"got {got:.6f}, the margin loss is {want:.6f} (compared to a relative tolerance of {RTOL:g}): "
+           "the mean over triples and corruptions of max(0, margin - s(h, r, t) + s(h', r, t'))")
     return f"correct: {got:.6f}, as utils.kge.MarginRankingLoss computes on TransE's scores"
 
 
@@ -118,22 +124,55 @@ def corrupt(fn: Callable[..., np.ndarray]) -> CheckResult:
 # --------------------------------------------------------------------------------------------------
 
 
+def _rank_fixture() -> tuple[np.ndarray, int, np.ndarray]:
+    """12 entities; the target (2, score 0.7) is one of the known answers, as in the test set. Entity 0 (0.9) beats
+    it; 5 and 9 are other known answers, both above it (filtered); 4, 7 and 8 tie with it; 1, 3, 6, 10 and 11 score
+    below it. The filtered rank is 1 + 1 + 3 / 2 = 3.5; unfiltered it would be 5.5, and with the order reversed
+    (lower scores first) 7.5, so each mistake gives its own number."""
+    scores = np.array([0.9, 0.2, 0.7, 0.5, 0.7, 0.95, 0.1, 0.7, 0.7, 0.8, 0.3, 0.05])
+    return scores, 2, np.array([2, 5, 9])
+
+
+def _rank_variant(scores: np.ndarray, target: int, known: np.ndarray, filtered: bool = True,
+                  higher_first: bool = True, tie_weight: float = 0.5, count_target: bool = False) -> float:
+    keep = np.ones(scores.size, dtype=bool)
+    if filtered:
+        keep[known] = False
+    keep[target] = count_target
+    sign = 1.0 if higher_first else -1.0
+    better = np.sum(sign * scores[keep] > sign * scores[target])
+    return 1.0 + float(better) + tie_weight * float(np.sum(scores[keep] == scores[target]))
+
+
 def _check_rank(fn: Callable[..., float]) -> str:
-    scores = np.array([0.9, 0.2, 0.7, 0.5, 0.7, 0.95, 0.1, 0.7, 0.7, 0.8])
-    target, known = 2, np.array([2, 5, 9])  # the target is one of the known answers, as in the test set
-    # Entity 0 (0.9) beats it; 5 and 9 are other known answers (filtered); 4, 7 and 8 tie (0.7): rank 3.5.
+    scores, target, known = _rank_fixture()
     want = graphs.filtered_rank(scores, target, known)
     got = float(fn(scores.copy(), target, known.copy()))
-    expect(got != 1 + np.sum(scores > scores[target]) + 0.5 * (np.sum(scores == scores[target]) - 1),
-           "nothing is filtered: the other known answers (true triples) must not count against the target")
-    expect(got != want - 1, "ranks start at 1: the best entity has rank 1, so add 1 to the count of those above")
-    expect(got != 1 + 1, "ties are ignored: a model that scores every entity the same must not rank first; "
-                         "count each tie as half")
-    expect(got != 1 + 1 + 3, "ties count fully: count each entity with the same score as half, so a constant "
-                             "model lands in the middle")
-    expect(np.isclose(got, want), f"got {got}, the filtered rank is {want}: 1 + unfiltered entities above + half the ties")
+    expect(np.isfinite(got), f"got {got}: a rank is a finite number, 1 or more")
+
+    def same(value: float) -> bool:
+        return bool(np.isclose(got, value, rtol=0.0, atol=1e-6))
+
+    expect(not (same(_rank_variant(scores, target, known, higher_first=False))
+                or same(_rank_variant(scores, target, known, filtered=False, higher_first=False))),
+           "you ranked lower scores first: a higher score means a more plausible triple (TransE's score is minus a "
+           "distance), so count the unfiltered entities that score ABOVE the target")
+    mistakes = [
+        (_rank_variant(scores, target, known, filtered=False),
+         "nothing is filtered: the other known answers (true triples) must not count against the target"),
+        (want - 1, "ranks start at 1: the best entity has rank 1, so add 1 to the count of those above"),
+        (_rank_variant(scores, target, known, tie_weight=0.0),
+         "ties are ignored: a model that scores every entity the same must not rank first; count each tie as half"),
+        (_rank_variant(scores, target, known, tie_weight=1.0),
+         "ties count fully: count each entity with the same score as half, so a constant model lands in the middle"),
+        (_rank_variant(scores, target, known, count_target=True),
+         "the target is counted as a tie with itself: it does not compete with itself, leave it out of the ties"),
+    ]
+    for value, message in mistakes:
+        expect(not same(value), message)
+    expect(same(want), f"got {got}, the filtered rank is {want}: 1 + unfiltered entities above + half the ties")
     constant = float(fn(np.zeros(10), 4, np.array([4, 6])))
-    expect(np.isclose(constant, graphs.filtered_rank(np.zeros(10), 4, np.array([4, 6]))),
+    expect(np.isclose(constant, graphs.filtered_rank(np.zeros(10), 4, np.array([4, 6])), rtol=0.0, atol=1e-6),
            f"with every score equal the rank should be the middle of the 9 candidates (5.0), got {constant}")
     return f"correct: rank {got:g} (one entity above, three ties counted as half, two known answers filtered out)"
 

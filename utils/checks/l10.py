@@ -11,6 +11,9 @@ import numpy as np
 from utils import monitoring, retrieval
 from utils.checks import CheckResult, expect, run_check
 
+#: Relative tolerance of the numeric comparisons: an answer computed in float32 (Keras's default) passes.
+RTOL = 1e-5
+
 # -- Exercise 10.1: in-batch softmax -----------------------------------------------------------------------
 
 
@@ -69,8 +72,9 @@ def _check_in_batch(fn: Callable[..., float]) -> str:
                                                             "positive rows"),
     ]
     for value, message in mistakes:
-        expect(not np.isclose(got, value, rtol=1e-7), message)
-    expect(np.isclose(got, want, rtol=1e-7), f"got {got:.6f}, the in-batch softmax loss is {want:.6f}")
+        expect(not np.isclose(got, value, rtol=RTOL, atol=1e-7), message)
+    expect(np.isclose(got, want, rtol=RTOL, atol=1e-7),
+           f"got {got:.6f}, the in-batch softmax loss is {want:.6f} (compared to a relative tolerance of {RTOL:g})")
     return f"correct: {got:.6f}, the loss TwoTowerModel.retrieval_loss computes in Keras"
 
 
@@ -112,8 +116,10 @@ def _check_serving(fn: Callable[..., Any]) -> str:
     expect(len(signature) == 1 and isinstance(signature[0], dict),
            "the input signature is one dict of TensorSpecs keyed by feature name: input_signature=[{name: spec}]")
     specs = signature[0]
-    expect(set(specs) == {"item_id", "price"}, f"the dict needs one spec per model input (item_id, price), "
-                                               f"got {sorted(specs)}")
+    expect(set(specs) == {"item_id", "price"},
+           "the signature dict needs one TensorSpec per model input, keyed by the input's name: take the names "
+           "and dtypes from the model itself (model.input is a dict name -> Keras input; here 'item_id' and "
+           f"'price'), got {sorted(specs)}")
     for name, spec in specs.items():
         expect(isinstance(spec, tf.TensorSpec), f"{name!r}: use tf.TensorSpec, got {type(spec).__name__}")
         expect(spec.shape.rank == 1 and spec.shape[0] is None,
@@ -123,21 +129,30 @@ def _check_serving(fn: Callable[..., Any]) -> str:
     expect(specs["price"].dtype == tf.float32, f"price is a raw float32, got {specs['price'].dtype.name}")
     batch = {"item_id": np.array([0, 3, 7, 5], dtype=np.int64), "price": np.array([1.5, 20.0, 3.0, 150.0], np.float32)}
     out = serve({k: tf.constant(v) for k, v in batch.items()})
-    expect(isinstance(out, dict) and {"p_click", "p_purchase", "score"} <= set(out),
-           "return a dict with 'p_click', 'p_purchase' and 'score'")
+    keys = ("p_click", "p_purchase", "score")
+    missing = [k for k in keys if not isinstance(out, dict) or k not in out]
+    expect(not missing,
+           "the served function returns a dict with three keys: 'p_click' and 'p_purchase' (the model's 'click' "
+           "and 'purchase' outputs, flattened to shape (n,)) and 'score' (log p_click + beta log p_purchase + "
+           "gamma log price); " + (f"missing {missing}" if isinstance(out, dict) else f"got a {type(out).__name__}"))
     pred = model(batch)
     p_click, p_purchase = (np.asarray(pred[k]).reshape(-1) for k in ("click", "purchase"))
     for key, want in (("p_click", p_click), ("p_purchase", p_purchase)):
         got = np.asarray(out[key])
         expect(got.shape == (4,), f"{key} has shape {got.shape}: flatten the (n, 1) head output to (n,)")
-        expect(np.allclose(got, want, atol=1e-6), f"{key} differs from the model's output")
+        expect(np.allclose(got, want, rtol=RTOL, atol=1e-6),
+               f"{key} differs from the model's output (compared to a relative tolerance of {RTOL:g})")
     score = np.asarray(out["score"]).reshape(-1)
     want = np.log(p_click) + beta * np.log(p_purchase) + gamma * np.log(batch["price"])
     expect(not np.allclose(score, np.log(p_click) + beta * np.log(p_purchase), atol=1e-5),
            "the price term is missing: add gamma * log(price)")
     expect(not np.allclose(score, p_click * p_purchase ** beta * batch["price"] ** gamma, atol=1e-5),
            "return the log of the fused score (a sum of logs), as utils.fusion.fused_score does")
-    expect(np.allclose(score, want, atol=1e-5), "score must be log p_click + beta log p_purchase + gamma log price")
+    expect(not np.allclose(score, want / np.log(10.0), rtol=RTOL, atol=1e-5),
+           "that is log10: use the natural logarithm (tf.math.log), as utils.fusion.fused_score does")
+    expect(np.allclose(score, want, rtol=RTOL, atol=1e-5),
+           "score must be log p_click + beta log p_purchase + gamma log price (natural logs, compared to a "
+           f"relative tolerance of {RTOL:g})")
     return "correct: a fixed signature of raw features, any batch size, the same numbers as the model"
 
 
@@ -154,6 +169,12 @@ def _psi_fixture() -> tuple[np.ndarray, np.ndarray]:
     return rng.normal(0.0, 1.0, 1000), rng.normal(0.6, 1.4, 700)
 
 
+def _empty_bin_fixture() -> tuple[np.ndarray, np.ndarray]:
+    """A window far to the right of its reference: the reference's four lowest quantile bins hold none of it."""
+    rng = np.random.default_rng(40)
+    return rng.normal(0.0, 1.0, 800), rng.normal(1.2, 0.5, 400)
+
+
 def _psi_shares(expected: np.ndarray, actual: np.ndarray, edges: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     n = len(edges) + 1
     e = np.bincount(np.searchsorted(edges, expected), minlength=n) / len(expected)
@@ -168,8 +189,8 @@ def _check_psi(fn: Callable[..., float]) -> str:
     expect(np.isfinite(got), f"got {got}: floor each share at a small epsilon (1e-4) so an empty bin does "
                              "not make ln(a / e) infinite")
     inner = monitoring.quantile_edges(reference, 10)
-    e, a = _psi_shares(reference, window, inner)
-    e, a = np.maximum(e, 1e-4), np.maximum(a, 1e-4)
+    e_raw, a_raw = _psi_shares(reference, window, inner)
+    e, a = np.maximum(e_raw, 1e-4), np.maximum(a_raw, 1e-4)
     window_edges = monitoring.quantile_edges(window, 10)
     e_w, a_w = (np.maximum(s, 1e-4) for s in _psi_shares(reference, window, window_edges))
     uniform = np.linspace(reference.min(), reference.max(), 11)[1:-1]
@@ -188,13 +209,47 @@ def _check_psi(fn: Callable[..., float]) -> str:
         (float(np.sum((a_c - e_c) * np.log(a_c / e_c))), "the window's values outside the reference's range fell "
                                                          "out of your bins: make the first and last bins open-ended"),
         (float(np.sum((a - e) * np.log(a / e))) * len(window), "use shares of each sample (counts / size), not counts"),
+        (float(np.sum((a_raw - e_raw) * np.log((a_raw + 1e-4) / (e_raw + 1e-4)))),
+         "you added 1e-4 to every share; the convention here is a floor: e = max(e, 1e-4), a = max(a, 1e-4)"),
     ]
     for value, message in mistakes:
-        expect(not np.isclose(got, value, rtol=1e-6), message)
-    expect(np.isclose(got, want, rtol=1e-6), f"got {got:.6f}, the PSI is {want:.6f}")
+        expect(not np.isclose(got, value, rtol=RTOL), message)
+    expect(np.isclose(got, want, rtol=RTOL),
+           f"got {got:.6f}, the PSI is {want:.6f} (compared to a relative tolerance of {RTOL:g})")
+    _check_empty_bins(fn)
     same = float(fn(reference.copy(), reference.copy(), 10))
     expect(abs(same) < 1e-9, f"a sample against itself must give 0, got {same:.3g}")
     return f"correct: PSI = {got:.4f} (above {monitoring.PSI_ACTION}: this window has drifted)"
+
+
+def _check_empty_bins(fn: Callable[..., float]) -> None:
+    """A window that leaves some of the reference's bins empty: only the floor of 1e-4 keeps PSI finite."""
+    reference, window = _empty_bin_fixture()
+    want = monitoring.psi(reference, window, bins=10)
+    e, a = _psi_shares(reference, window, monitoring.quantile_edges(reference, 10))
+    empty = int((a == 0).sum())
+    got = float(fn(reference.copy(), window.copy(), 10))
+    floor = ("floor both shares at 1e-4 as the prompt says, e = max(e, 1e-4) and a = max(a, 1e-4), before "
+             f"(a - e) * ln(a / e); here {empty} of the 10 bins hold none of the window")
+    expect(np.isfinite(got), f"got {got} when a bin of the window is empty: {floor}")
+    kept = a > 0
+    expect(not np.isclose(got, float(np.sum((a[kept] - e[kept]) * np.log(a[kept] / e[kept]))), rtol=RTOL),
+           f"the empty bins were left out; a bin the window has deserted is the strongest sign of drift: {floor}")
+
+    def psi_of(e_s: np.ndarray, a_s: np.ndarray) -> float:
+        return float(np.sum((a_s - e_s) * np.log(a_s / e_s)))
+
+    e_f, a_f = np.maximum(e, 1e-4), np.maximum(a, 1e-4)
+    alternatives = [(psi_of(e + 1e-4, a + 1e-4), "you added 1e-4 to every share; the convention here is a floor"),
+                    (psi_of(e_f / e_f.sum(), a_f / a_f.sum()),
+                     "you renormalised the floored shares to sum to 1; keep them as floored")]
+    alternatives += [(psi_of(np.maximum(e, eps), np.maximum(a, eps)), f"that is a floor of {eps:g}")
+                     for eps in (1e-6, 1e-5, 1e-3, 1e-2)]
+    for value, message in alternatives:
+        expect(not np.isclose(got, value, rtol=RTOL), f"{message}: {floor}")
+    expect(np.isclose(got, want, rtol=RTOL),
+           f"with empty bins in the window you get {got:.6f}, the PSI is {want:.6f} (compared to a relative "
+           f"tolerance of {RTOL:g}): {floor}")
 
 
 def psi(fn: Callable[..., float]) -> CheckResult:
