@@ -14,6 +14,10 @@ from typing import Any, Literal
 Status = Literal["correct", "wrong", "not attempted"]
 _ICONS = {"correct": "✅", "wrong": "❌", "not attempted": "⏳"}
 
+#: Relative tolerance of the numeric checks: a float32 answer (Keras's default dtype) is right to about 1e-7,
+#: 1e-5 leaves room for its sums, and every mistake a check names lies far outside it.
+RTOL = 1e-5
+
 
 class Wrong(AssertionError):
     """Raised by a check to say what is wrong with an answer (the message is shown to the learner)."""

@@ -7,7 +7,7 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
-from utils.checks import CheckResult, expect, run_check
+from utils.checks import RTOL, CheckResult, expect, run_check
 
 
 def _toy_log(rows: int = 600, days: int = 20, seed: int = 1) -> pd.DataFrame:
@@ -47,9 +47,6 @@ def _check_temporal_split(fn: Callable[..., tuple[pd.DataFrame, pd.DataFrame, pd
 def temporal_split(fn: Callable[..., tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]]) -> CheckResult:
     """Check Exercise 01.1: split a log into train, validation and test by whole days."""
     return run_check("Exercise 01.1 (split by time)", _check_temporal_split, fn, "utils.splits.temporal_split")
-
-
-RTOL = 1e-5  # a float32 answer (Keras's default dtype) is right to about 1e-7
 
 
 def _close(got: object, want: float) -> bool:

@@ -9,11 +9,9 @@ from typing import Any
 import numpy as np
 
 from utils import funnel, metrics
-from utils.checks import CheckResult, expect, run_check
+from utils.checks import RTOL, CheckResult, expect, run_check
 
 #: Relative tolerance of the final comparisons: an answer computed in float32 (Keras's default) passes.
-RTOL = 1e-5
-
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))

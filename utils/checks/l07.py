@@ -9,11 +9,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from utils.checks import CheckResult, expect, run_check
+from utils.checks import RTOL, CheckResult, expect, run_check
 
 #: Relative tolerance of every numeric comparison: an answer computed in float32 (Keras's default) passes.
-RTOL = 1e-5
-
 # -- Exercise 07.1: freeze the bottom, then compile again ------------------------------------------------------
 
 

@@ -8,11 +8,9 @@ from collections.abc import Callable
 import numpy as np
 
 from utils import graphs, kge
-from utils.checks import CheckResult, expect, run_check
+from utils.checks import RTOL, CheckResult, expect, run_check
 
 #: Relative tolerance of the numeric comparisons: an answer computed in float32 (Keras's default) passes.
-RTOL = 1e-5
-
 # --------------------------------------------------------------------------------------------------
 # Exercise 08.1: the TransE score and the margin ranking loss
 # --------------------------------------------------------------------------------------------------

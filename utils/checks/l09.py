@@ -8,11 +8,9 @@ from collections.abc import Callable
 import numpy as np
 
 from utils import meta
-from utils.checks import CheckResult, expect, run_check
+from utils.checks import RTOL, CheckResult, expect, run_check
 
 #: Relative tolerance of every comparison: an answer computed in float32 (Keras's default) passes.
-RTOL = 1e-5
-
 
 def _user(seed: int, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """One user's impressions: item vectors t (n, 3), global logits g, clicks y, and a mask with padding."""

@@ -9,11 +9,9 @@ from typing import Any
 import numpy as np
 
 from utils import monitoring, retrieval
-from utils.checks import CheckResult, expect, run_check
+from utils.checks import RTOL, CheckResult, expect, run_check
 
 #: Relative tolerance of the numeric comparisons: an answer computed in float32 (Keras's default) passes.
-RTOL = 1e-5
-
 # -- Exercise 10.1: in-batch softmax -----------------------------------------------------------------------
 
 
