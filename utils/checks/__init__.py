@@ -7,6 +7,7 @@ never as an error, so the notebook runs on with the reference implementation.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -46,18 +47,43 @@ class CheckResult:
 def run_check(exercise: str, check: Callable[[Any], str], answer: Any, fallback: str) -> CheckResult:
     """Run ``check(answer)``, which returns a success sentence or raises :class:`Wrong`.
 
-    ``fallback`` names the reference implementation the lesson uses when the answer is missing.
-    Any other exception from the learner's code is reported with its type and message.
+    ``fallback`` names the reference implementation the lesson uses when the answer is missing. An exception
+    raised inside the learner's function is reported as theirs, with its type and message; any other exception
+    arose while the check used what the function returned, and is reported as such (not blamed on their code).
     """
     try:
-        praise = check(answer)
+        praise = check(_marking_exceptions(answer) if callable(answer) else answer)
     except NotImplementedError:
         return CheckResult(exercise, "not attempted", f"not written yet; the lesson goes on with {fallback}")
     except Wrong as err:
         return CheckResult(exercise, "wrong", str(err))
-    except Exception as err:  # the learner's code failed: say how, not a traceback
-        return CheckResult(exercise, "wrong", f"your code raised {type(err).__name__}: {err}")
+    except Exception as err:  # say how, not a traceback
+        if getattr(err, _RAISED_BY_ANSWER, False):
+            return CheckResult(exercise, "wrong", f"your code raised {type(err).__name__}: {err}")
+        return CheckResult(exercise, "wrong",
+                           f"the check could not use what your function returned ({type(err).__name__}: {err}); "
+                           "compare its type and shape with what the docstring asks for")
     return CheckResult(exercise, "correct", praise)
+
+
+_RAISED_BY_ANSWER = "_raised_by_answer"
+
+
+def _marking_exceptions(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` with every exception it raises tagged, so :func:`run_check` can tell the learner's errors from its own."""
+
+    @functools.wraps(fn)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except Exception as err:
+            try:
+                setattr(err, _RAISED_BY_ANSWER, True)
+            except (AttributeError, TypeError):  # an exception type without a __dict__: cannot be tagged
+                pass
+            raise
+
+    return call
 
 
 def expect(condition: bool, message: str) -> None:
