@@ -96,3 +96,12 @@ def test_every_lesson_has_tiny_expectations() -> None:
     table = report.load_expectations()
     for path in lesson_notebooks():
         assert "tiny" in table.get(path.stem, {}), f"add [\"{path.stem}\".tiny] to tests/expected_metrics.toml"
+
+
+def test_tiny_caveat_speaks_only_at_tiny(capsys: pytest.CaptureFixture[str]) -> None:
+    report.tiny_caveat("small")
+    report.tiny_caveat("full")
+    assert capsys.readouterr().out == ""
+    report.tiny_caveat("tiny")
+    line = capsys.readouterr().out
+    assert line.count("\n") == 1 and "noise" in line and "'small' run" in line

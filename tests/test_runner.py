@@ -93,6 +93,30 @@ def test_test_parameters_missing_file_is_empty(tmp_path: Path) -> None:
     assert runner.test_parameters("tiny", tmp_path / "none.toml") == {}
 
 
+def test_tiny_settings_are_parameters_of_the_notebook() -> None:
+    """What tiny changes lives in each notebook, right after its parameters: only names the parameters cell
+    defines (a typo cannot pass silently), and never also in the tests' table (one place per lesson)."""
+    table = runner.test_parameters("tiny")
+    found = {}
+    for path in notebooks.lesson_notebooks():
+        nb = notebooks.read(path)
+        names = notebooks.tiny_settings(nb, path.name)
+        known = notebooks.parameter_names(nb.cells[notebooks.parameters_index(nb, path.name)].source)
+        assert set(names) <= set(known), f"{path.name}: tiny sets {set(names) - set(known)}, not parameters"
+        found[path.stem] = names
+        assert not (names and path.stem in table), f"{path.name}: tiny set both in the notebook and the tests"
+    assert "N_BOOT" in found["02_single_task_baselines"] and "SEESAW_RUNS" in found["05_experts_mmoe_ple"]
+
+
+def test_tiny_settings_read_the_if_block() -> None:
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell('SCALE = "small"\nA = 1\nB = 2', metadata={"tags": ["parameters"]}),
+                nbformat.v4.new_code_cell('if SCALE == "tiny":\n    A, B = 0, 0\nC = 3')]
+    assert notebooks.tiny_settings(nb) == ["A", "B"]
+    nb.cells.pop()
+    assert notebooks.tiny_settings(nb) == []
+
+
 def test_expectation_problems_at_a_scale() -> None:
     assert runner.expectation_problems("no_such_lesson", "tiny", {}) is None
     problems = runner.expectation_problems("00_setup", "tiny", {"gpus": 0, "keras_log_loss": 0.5})

@@ -82,6 +82,22 @@ def parameter_names(source: str) -> list[str]:
     return names
 
 
+def tiny_settings(nb: nbformat.NotebookNode, name: str = "notebook") -> list[str]:
+    """Names a notebook sets under ``if SCALE == "tiny":`` in the cell after its parameters cell (its one place
+    for what ``tiny`` changes); empty when it has no such cell."""
+    index = parameters_index(nb, name)
+    if index + 1 >= len(nb.cells) or nb.cells[index + 1].cell_type != "code":
+        return []
+    names = []
+    for node in ast.parse(nb.cells[index + 1].source).body:
+        if isinstance(node, ast.If) and ast.unparse(node.test) in ("SCALE == 'tiny'", 'SCALE == "tiny"'):
+            for statement in node.body:
+                for target in getattr(statement, "targets", []):
+                    elements = target.elts if isinstance(target, ast.Tuple) else [target]
+                    names += [e.id for e in elements if isinstance(e, ast.Name)]
+    return names
+
+
 def inject_parameters(nb: nbformat.NotebookNode, values: dict[str, Any], name: str = "notebook") -> None:
     """Insert a cell right after the parameters cell that overrides some of them (as papermill does).
 

@@ -68,6 +68,17 @@ def record_metrics(**metrics: Any) -> None:
         print("recorded:\n" + _as_table(cleaned))
 
 
+def tiny_caveat(scale: str) -> None:
+    """At the ``tiny`` scale, print one line saying that the results beside it are noise; otherwise nothing.
+
+    A lesson's text interprets its ``small`` run; a learner running the quick ``tiny`` smoke test needs to be told,
+    next to the table, that its numbers will differ and carry no lesson.
+    """
+    if scale == "tiny":
+        print("SCALE = 'tiny': a smoke test on a few thousand rows. The numbers below are noise; "
+              "the text describes the 'small' run.")
+
+
 def recorded() -> dict[str, float | int]:
     """The metrics recorded so far in this process (this notebook's kernel)."""
     return dict(_RECORDED)
