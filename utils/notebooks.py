@@ -90,7 +90,7 @@ def tiny_settings(nb: nbformat.NotebookNode, name: str = "notebook") -> list[str
         return []
     names = []
     for node in ast.parse(nb.cells[index + 1].source).body:
-        if isinstance(node, ast.If) and ast.unparse(node.test) in ("SCALE == 'tiny'", 'SCALE == "tiny"'):
+        if isinstance(node, ast.If) and ast.unparse(node.test) == "SCALE == 'tiny'":  # unparse writes either quoting this way
             for statement in node.body:
                 for target in getattr(statement, "targets", []):
                     elements = target.elts if isinstance(target, ast.Tuple) else [target]
