@@ -43,6 +43,40 @@ def test_run_check_does_not_blame_the_learner_for_the_checks_own_failure() -> No
     assert repr(CheckResult("E", "correct", "ok")) == "✅ E: ok"
 
 
+def _draws() -> tuple[float, ...]:
+    """One number from each global random stream a lesson's models draw from: Python, NumPy, Keras."""
+    import random
+
+    import keras
+
+    layer = keras.layers.Dense(1)
+    layer.build((None, 2))
+    return (random.random(), float(np.random.rand()), float(keras.random.uniform((1,))[0]),
+            float(layer.kernel.numpy()[0, 0]))
+
+
+@pytest.mark.parametrize("reseeds", [False, True])
+def test_run_check_leaves_the_random_streams_as_it_found_them(reseeds: bool) -> None:
+    """A check that trains a toy model (03.1, 07.1) must not change the lesson's later draws."""
+    import keras
+
+    def drawing_check(fn) -> str:
+        if reseeds:
+            keras.utils.set_random_seed(7)
+        _draws()
+        fn()
+        return "fine"
+
+    keras.utils.set_random_seed(0)
+    _draws()  # the Keras seed generator exists before the check, as in a lesson
+    untouched = _draws()
+    keras.utils.set_random_seed(0)
+    _draws()
+    for answer in (lambda: None, _not_written, lambda: 1 / 0):
+        run_check("E", drawing_check, answer, "ref")
+    assert _draws() == untouched
+
+
 # -- lesson 00 ---------------------------------------------------------------------------------------------
 
 def _log_loss(y, p, eps=1e-7):

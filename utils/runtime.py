@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
+import random
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -120,6 +121,35 @@ def set_seed(seed: int, deterministic: bool | None = None) -> None:
     keras.utils.set_random_seed(seed)
     if deterministic or (deterministic is None and _GPUS):
         tf.config.experimental.enable_op_determinism()
+
+
+@contextlib.contextmanager
+def random_state_kept() -> Iterator[None]:
+    """Run a block without moving the global random streams: Python's, NumPy's and Keras's (its seed and seed
+    generator, which every initializer, dropout and ``keras.random`` call draws from) are put back on exit.
+
+    A self-check that builds and trains a small model draws from these streams; inside this block it leaves the
+    lesson's later draws as they would be had the check not run (or the exercise not been attempted). TensorFlow's
+    own unseeded ``tf.random`` ops keep their state inside cached kernels and are not covered; the course draws
+    through Keras and seeds its ``tf.data`` shuffles.
+    """
+    from keras.src.backend.common import global_state  # Keras keeps its global seed and generator here
+    from keras.src.random.seed_generator import GLOBAL_SEED_GENERATOR
+    from keras.src.utils.rng_utils import GLOBAL_RANDOM_SEED
+
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    keras_seed = global_state.get_global_attribute(GLOBAL_RANDOM_SEED)
+    generator = global_state.get_global_attribute(GLOBAL_SEED_GENERATOR)
+    generator_state = None if generator is None else keras.ops.convert_to_numpy(generator.state)
+    try:
+        yield
+    finally:
+        random.setstate(python_state)
+        np.random.set_state(numpy_state)
+        global_state.set_global_attribute(GLOBAL_RANDOM_SEED, keras_seed)
+        global_state.set_global_attribute(GLOBAL_SEED_GENERATOR, generator)
+        if generator is not None:
+            generator.state.assign(generator_state)
 
 
 #: Environment variable that forces a precision policy (``float32``, ``mixed_bfloat16``, ``mixed_float16``)

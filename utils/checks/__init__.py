@@ -50,9 +50,14 @@ def run_check(exercise: str, check: Callable[[Any], str], answer: Any, fallback:
     ``fallback`` names the reference implementation the lesson uses when the answer is missing. An exception
     raised inside the learner's function is reported as theirs, with its type and message; any other exception
     arose while the check used what the function returned, and is reported as such (not blamed on their code).
+    The global random streams are as before the check, whatever it drew, so the lesson's numbers do not depend on
+    whether (or how) the exercise was answered.
     """
+    from utils.runtime import random_state_kept  # imports TensorFlow: only when a check runs
+
     try:
-        praise = check(_marking_exceptions(answer) if callable(answer) else answer)
+        with random_state_kept():  # a check that trains a toy model leaves the lesson's random draws unchanged
+            praise = check(_marking_exceptions(answer) if callable(answer) else answer)
     except NotImplementedError:
         return CheckResult(exercise, "not attempted", f"not written yet; the lesson goes on with {fallback}")
     except Wrong as err:
