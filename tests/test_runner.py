@@ -78,25 +78,9 @@ def test_prepare_tests_writes_copies_with_checks(tmp_path: Path) -> None:
         runner.prepare_tests("huge", tmp_path)
 
 
-def test_test_parameters_name_real_notebooks_and_parameters(tmp_path: Path) -> None:
-    table = runner.test_parameters("tiny")
-    stems = {p.stem for p in notebooks.lesson_notebooks()}
-    assert set(table) <= stems, f"tests/notebook_parameters.toml names unknown notebooks: {set(table) - stems}"
-    runner.prepare_tests("tiny", tmp_path)
-    for stem, values in table.items():
-        text = (tmp_path / "solutions" / f"{stem}.ipynb").read_text(encoding="utf-8")
-        for key, value in values.items():
-            assert f"{key} = {value!r}" in text
-
-
-def test_test_parameters_missing_file_is_empty(tmp_path: Path) -> None:
-    assert runner.test_parameters("tiny", tmp_path / "none.toml") == {}
-
-
 def test_tiny_settings_are_parameters_of_the_notebook() -> None:
-    """What tiny changes lives in each notebook, right after its parameters: only names the parameters cell
-    defines (a typo cannot pass silently), and never also in the tests' table (one place per lesson)."""
-    table = runner.test_parameters("tiny")
+    """What tiny changes lives in each notebook, right after its parameters, and only there: it sets only names the
+    parameters cell defines (a typo cannot pass silently), and the tests inject SCALE alone."""
     found = {}
     for path in notebooks.lesson_notebooks():
         nb = notebooks.read(path)
@@ -104,8 +88,9 @@ def test_tiny_settings_are_parameters_of_the_notebook() -> None:
         known = notebooks.parameter_names(nb.cells[notebooks.parameters_index(nb, path.name)].source)
         assert set(names) <= set(known), f"{path.name}: tiny sets {set(names) - set(known)}, not parameters"
         found[path.stem] = names
-        assert not (names and path.stem in table), f"{path.name}: tiny set both in the notebook and the tests"
     assert "N_BOOT" in found["02_single_task_baselines"] and "SEESAW_RUNS" in found["05_experts_mmoe_ple"]
+    assert "CVR" in found["06_esmm_entire_space"] and "MAX_STEPS" in found["07_transfer_finetuning"]
+    assert all(found[p.stem] for p in notebooks.lesson_notebooks() if p.stem[:2] >= "02"), "every training lesson"
 
 
 def test_tiny_settings_read_the_if_block() -> None:

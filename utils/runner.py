@@ -16,7 +16,6 @@ import json
 import shutil
 import sys
 import time
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -176,24 +175,15 @@ def course(scale: str | None, out: Path, only: list[str] | None) -> int:
     return 0 if all(r.ok for r in results) else 1
 
 
-def test_parameters(scale: str, path: Path | None = None) -> dict[str, dict[str, object]]:
-    """Per-notebook parameters the tests set at ``scale`` beyond SCALE (``tests/notebook_parameters.toml``)."""
-    path = path or repo_root() / "tests" / "notebook_parameters.toml"
-    if not path.exists():
-        return {}
-    return tomllib.loads(path.read_text(encoding="utf-8")).get(scale, {})
-
-
 def prepare_tests(scale: str, out: Path) -> int:
     """Write test copies of solutions and exercises at ``scale``; solutions end with their metric checks."""
     check_scale(scale)
-    extra = test_parameters(scale)
     if out.exists():
         shutil.rmtree(out)
     count = 0
     for folder in (notebooks.solutions_dir(), notebooks.exercises_dir()):
         for path in notebooks.lesson_notebooks(folder):
-            nb = prepared(path, {"SCALE": scale, **extra.get(path.stem, {})})
+            nb = prepared(path, {"SCALE": scale})  # what else tiny changes, each notebook says itself
             if folder == notebooks.solutions_dir():
                 notebooks.append_code(
                     nb, f"from utils.report import check_expected\n\ncheck_expected({path.stem!r}, scale={scale!r})",
