@@ -82,3 +82,23 @@ def test_bad_epochs(data) -> None:
     train, _, spec = data
     with pytest.raises(ValueError, match="epochs"):
         ranker.train_ranker(train, spec, epochs=0)
+
+
+def test_catalogue_click_scores_match_one_call_on_the_grid(data, trained) -> None:
+    _, test, spec = data
+    users = test.drop_duplicates("user_id").head(5)[list(ranker.USER_FEATURES)]
+    items = test.drop_duplicates("item_id").head(7)[[*ranker.ITEM_FEATURES, "price"]]
+    scores = ranker.catalogue_click_scores(trained, spec, users, items, users_per_call=2)  # 3 calls, one partial
+    assert scores.shape == (5, 7)
+    grid = users.merge(items, how="cross").assign(position=np.int8(ranker.SERVING_POSITION))
+    direct = trained.predict(feature_arrays(grid, spec), verbose=0)["click"].reshape(5, 7)
+    np.testing.assert_allclose(scores, direct, rtol=1e-5, atol=1e-7)
+    assert not np.allclose(scores, scores[:, :1]), "items must differ"
+
+
+def test_catalogue_click_scores_name_a_missing_column(data, trained) -> None:
+    _, test, spec = data
+    with pytest.raises(KeyError, match="price"):
+        ranker.catalogue_click_scores(trained, spec, test[list(ranker.USER_FEATURES)], test[list(ranker.ITEM_FEATURES)])
+    with pytest.raises(ValueError, match="users_per_call"):
+        ranker.catalogue_click_scores(trained, spec, test, test, users_per_call=0)

@@ -21,11 +21,12 @@ import keras
 import numpy as np
 import pandas as pd
 
-from utils.models import FeatureSpec, Task, compile_model, feature_spec, make_multitask_dataset, shared_bottom_model
+from utils.models import (FeatureSpec, Task, compile_model, feature_arrays, feature_spec, make_multitask_dataset,
+                          shared_bottom_model)
 from utils.runtime import set_seed
 
 __all__ = ["ITEM_FEATURES", "RANK_TASKS", "SERVING_POSITION", "USER_FEATURES", "at_serving_slot", "build_ranker",
-           "ranker_spec", "ranking_log", "train_ranker"]
+           "catalogue_click_scores", "ranker_spec", "ranking_log", "train_ranker"]
 
 #: The user's raw features (the query side of retrieval, the user half of the ranker).
 USER_FEATURES = ("user_id", "age_band", "city_tier", "purchasing_power")
@@ -84,3 +85,30 @@ def train_ranker(train: pd.DataFrame, spec: FeatureSpec, epochs: int = 1, batch_
     data = make_multitask_dataset(train, spec, list(RANK_TASKS), batch_size, shuffle=shuffle, seed=seed)
     model.fit(data, epochs=epochs, verbose=0, shuffle=False)
     return model
+
+
+def catalogue_click_scores(model: keras.Model, spec: FeatureSpec, users: pd.DataFrame, items: pd.DataFrame,
+                           users_per_call: int = 256) -> np.ndarray:
+    """The ranker's pCTR at the serving slot for every user in ``users`` and every item in ``items``,
+    ``(n_users, n_items)``: the ranker used as a retriever over a whole catalogue, ``users_per_call`` users
+    at a time. Exact, but one model call per (user, item) pair: a baseline for retrieval, not a way to serve it.
+
+    ``users`` needs :data:`USER_FEATURES`, ``items`` :data:`ITEM_FEATURES` and ``price``.
+    """
+    for frame, wanted, name in ((users, USER_FEATURES, "users"), (items, (*ITEM_FEATURES, "price"), "items")):
+        missing = [c for c in wanted if c not in frame.columns]
+        if missing:
+            raise KeyError(f"{name} lacks the column(s) {missing}: give one row per {name[:-1]} with {list(wanted)}")
+    if users_per_call < 1:
+        raise ValueError(f"users_per_call must be >= 1, got {users_per_call}")
+    item_part = items[list((*ITEM_FEATURES, "price"))].reset_index(drop=True)
+    user_part = users[list(USER_FEATURES)].reset_index(drop=True)
+    out = np.empty((len(user_part), len(item_part)), dtype=np.float32)
+    for lo in range(0, len(user_part), users_per_call):
+        block = user_part.iloc[lo:lo + users_per_call]
+        grid = pd.concat([block.loc[block.index.repeat(len(item_part))].reset_index(drop=True),
+                          pd.concat([item_part] * len(block), ignore_index=True)], axis=1)
+        grid["position"] = np.int8(SERVING_POSITION)
+        pred = model.predict(feature_arrays(grid, spec), batch_size=65_536, verbose=0)["click"]
+        out[lo:lo + len(block)] = np.asarray(pred, dtype=np.float32).reshape(len(block), len(item_part))
+    return out
