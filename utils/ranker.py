@@ -101,14 +101,12 @@ def catalogue_click_scores(model: keras.Model, spec: FeatureSpec, users: pd.Data
             raise KeyError(f"{name} lacks the column(s) {missing}: give one row per {name[:-1]} with {list(wanted)}")
     if users_per_call < 1:
         raise ValueError(f"users_per_call must be >= 1, got {users_per_call}")
-    item_part = items[list((*ITEM_FEATURES, "price"))].reset_index(drop=True)
-    user_part = users[list(USER_FEATURES)].reset_index(drop=True)
+    item_part = items[list((*ITEM_FEATURES, "price"))]
+    user_part = users[list(USER_FEATURES)]
     out = np.empty((len(user_part), len(item_part)), dtype=np.float32)
     for lo in range(0, len(user_part), users_per_call):
         block = user_part.iloc[lo:lo + users_per_call]
-        grid = pd.concat([block.loc[block.index.repeat(len(item_part))].reset_index(drop=True),
-                          pd.concat([item_part] * len(block), ignore_index=True)], axis=1)
-        grid["position"] = np.int8(SERVING_POSITION)
+        grid = at_serving_slot(block.merge(item_part, how="cross"))  # user-major: row u * n_items + i
         pred = model.predict(feature_arrays(grid, spec), batch_size=65_536, verbose=0)["click"]
         out[lo:lo + len(block)] = np.asarray(pred, dtype=np.float32).reshape(len(block), len(item_part))
     return out
